@@ -1,0 +1,1 @@
+"""Packaged yaml defaults (properties/model/*.yaml, properties/dataset/*.yaml) for recbole_embsum."""

@@ -1,0 +1,1 @@
+"""EmbSum for RecBole."""

@@ -1,0 +1,36 @@
+"""`recbole-embsum`: the plugin's tools as subcommands (convert, synth, summarize, compare, export, ...).
+
+Each command module exposes ``register(subparsers)`` and sets ``func`` on its parsers; this file only groups them.
+"""
+import argparse
+import importlib
+import sys
+
+# Modules that add subcommands, in the order `--help` lists them.
+COMMAND_MODULES = [
+]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="recbole-embsum",
+        description="EmbSum for RecBole: data converters, LLM summaries, comparisons, export and serving. "
+        "Training itself runs through `run_recbole --model=EmbSum --dataset=...`.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: MIND per-impression metrics, their collector, the comparison runner and summary ROUGE."""

@@ -1,0 +1,1 @@
+"""Offline precomputation and serving: export poly-embeddings, score from stored tensors, recommend."""

@@ -1,0 +1,1 @@
+"""User-interest summaries (paper Appendix A): prompts, LLM backends, a resumable cache."""
