@@ -1,0 +1,152 @@
+"""The summary cache: `<dataset>.summaries.jsonl`, one JSON object per line.
+
+Each line is ``{"user_id", "summary", "backend", "model", "prompt_hash"}`` (all strings; ``user_id`` is the raw token
+from the ``.inter`` files). The file is append-only: :class:`SummaryAppender` writes each record as one whole line
+and flushes + fsyncs it, so a killed writer can leave at most a torn *last* line, which readers ignore with a warning
+and the next appender cuts off before writing. Any other malformed line is an error naming the file and the line.
+"""
+import json
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+FIELDS = ("user_id", "summary", "backend", "model", "prompt_hash")
+
+
+class SummaryFileError(ValueError):
+    """A summaries file has a malformed line (not a torn last line)."""
+
+
+def summaries_path(data_path, dataset):
+    """The default location of a dataset's summary file: ``<data_path>/<dataset>/<dataset>.summaries.jsonl``."""
+    return Path(data_path) / dataset / f"{dataset}.summaries.jsonl"
+
+
+def make_record(user_id, summary, backend, model, prompt_hash):
+    """A record dict with the fields in file order."""
+    return dict(zip(FIELDS, (user_id, summary, backend, model, prompt_hash)))
+
+
+def _parse_line(text, path, lineno):
+    """Decode one line into a record dict, or raise :class:`SummaryFileError` naming file, line and field."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SummaryFileError(f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise SummaryFileError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
+    for field in FIELDS:
+        if field not in record:
+            raise SummaryFileError(f"{path}, line {lineno}: missing field '{field}'")
+        if not isinstance(record[field], str):
+            raise SummaryFileError(
+                f"{path}, line {lineno}: field '{field}' must be a string, got {type(record[field]).__name__}"
+            )
+    return record
+
+
+def iter_records(path):
+    """Yield every record of a summaries file in file order (streaming).
+
+    Blank lines are skipped. A last line without its newline that does not parse is a record torn by a killed
+    writer: it is skipped with a warning. Any other bad line raises :class:`SummaryFileError`.
+    """
+    path = Path(path)
+    with open(path, "r", encoding="utf-8", newline="") as handle:
+        lineno = 0
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if not line.endswith("\n"):  # only the last line can lack its newline
+                try:
+                    record = _parse_line(line, path, lineno)
+                except SummaryFileError as err:
+                    logger.warning("ignoring a torn last line left by an interrupted writer: %s", err)
+                    return
+                yield record
+                return
+            yield _parse_line(line, path, lineno)
+
+
+def load_records(path):
+    """All records of a summaries file as a list of dicts (see :func:`iter_records`)."""
+    return list(iter_records(path))
+
+
+def load_summaries(path):
+    """Read a summaries file into ``{raw user id: summary}``; a later line for the same user wins."""
+    return {record["user_id"]: record["summary"] for record in iter_records(path)}
+
+
+class SummaryAppender:
+    """Append records to a summaries file, one whole line per ``os.write``, each flushed and fsynced.
+
+    Opening repairs a torn tail left by a killed writer: a last line without its newline is cut off (if it does not
+    parse) or completed with its newline (if it does), so new records never glue onto a fragment.
+    Use as a context manager.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _repair_tail(self):
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            # Find the start of the last (unterminated) line, reading backwards in blocks.
+            start, block = size, 1 << 16
+            while start > 0:
+                lo = max(0, start - block)
+                handle.seek(lo)
+                chunk = handle.read(start - lo)
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    start = lo + cut + 1
+                    break
+                start = lo
+            handle.seek(start)
+            tail = handle.read()
+            try:
+                _parse_line(tail.decode("utf-8"), self.path, "last")
+            except (SummaryFileError, UnicodeDecodeError) as err:
+                logger.warning("%s: cutting off a torn last line (%d bytes) left by an interrupted writer (%s)",
+                               self.path, len(tail), err)
+                handle.truncate(start)
+            else:
+                handle.write(b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def append(self, record):
+        """Write one record (a dict with the five fields) as a single line, durably."""
+        missing = [field for field in FIELDS if field not in record]
+        if missing:
+            raise ValueError(f"summary record lacks field(s) {missing}: {record!r}")
+        data = (json.dumps({field: record[field] for field in FIELDS}, ensure_ascii=False) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        os.fsync(self._fd)
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
