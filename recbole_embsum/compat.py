@@ -1,0 +1,138 @@
+"""Every workaround of a RecBole 1.2.1 / torch behaviour lives here, each named and tested (tests/test_compat.py).
+
+RecBole 1.2.1 is no longer released; these patches change only the behaviour each comment names, and each test fails
+when the workaround stops being needed (upstream fixed) or stops working (upstream moved the code).
+
+Not patched on purpose: numpy 2 and pandas 3 breakages (``np.float_`` in ``Config``, copy-on-write ``fillna(inplace)``,
+``agg(len)``) are avoided by the pins in setup.py rather than by rewriting RecBole's data pipeline.
+"""
+import contextlib
+import difflib
+import functools
+import importlib.util
+import os
+
+import recbole.config.configurator
+import recbole.quick_start
+import recbole.quick_start.quick_start
+import recbole.trainer.trainer
+import recbole.utils
+import recbole.utils.utils
+
+# The packages RecBole's get_model searches, in its own order (recbole/utils/utils.py:get_model).
+MODEL_SUBMODULES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+    "exlib_recommender",
+)
+# Models in exlib_recommender, whose package imports lightgbm and xgboost at import time.
+EXLIB_MODELS = ("lightgbm", "xgboost")
+
+
+# --- 1. Unknown model names ------------------------------------------------------------------------------------------
+# RecBole's get_model tries `recbole.model.<submodule>.<name>` for each submodule; for a name it does not know it
+# reaches `exlib_recommender`, whose __init__ imports lightgbm/xgboost, so a typo surfaces as
+# "ModuleNotFoundError: No module named 'lightgbm'". get_model is bound by name in four modules, all rebound here.
+GET_MODEL_BINDINGS = (
+    recbole.utils,
+    recbole.utils.utils,
+    recbole.config.configurator,
+    recbole.quick_start.quick_start,
+)
+_recbole_get_model = recbole.utils.utils.get_model
+
+
+def _model_search_paths(model_name):
+    return [f"recbole.model.{submodule}.{model_name.lower()}" for submodule in MODEL_SUBMODULES]
+
+
+def _known_model_names():
+    """Model class names RecBole can find (module files of the searched packages, plus registered aliases)."""
+    import pkgutil
+    import sys
+
+    names = set()
+    for submodule in MODEL_SUBMODULES[:-1]:
+        package = importlib.import_module(f"recbole.model.{submodule}")
+        names.update(info.name for info in pkgutil.iter_modules(package.__path__))
+        prefix = f"recbole.model.{submodule}."
+        names.update(key[len(prefix):] for key in sys.modules if key.startswith(prefix))
+    names.update(EXLIB_MODELS)
+    return sorted(names)
+
+
+@functools.wraps(_recbole_get_model)
+def get_model(model_name):
+    """RecBole's get_model, with a clear error for a name no searched package holds."""
+    if model_name.lower() not in EXLIB_MODELS:
+        found = any(
+            importlib.util.find_spec(path) is not None for path in _model_search_paths(model_name)[:-1]
+        )
+        if not found:
+            close = difflib.get_close_matches(model_name.lower(), _known_model_names(), n=3)
+            hint = f" Did you mean (module names): {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"Unknown model '{model_name}': RecBole looked for a module in "
+                + ", ".join(_model_search_paths(model_name)[:-1])
+                + " and found none (exlib_recommender holds only LightGBM and XGBoost). "
+                "For EmbSum, `import recbole_embsum` before building the Config." + hint
+            )
+    return _recbole_get_model(model_name)
+
+
+def install_model_lookup():
+    for module in GET_MODEL_BINDINGS:
+        module.get_model = get_model
+
+
+# --- 2. torch >= 2.6 loads checkpoints with weights_only=True ---------------------------------------------------------
+# RecBole pickles its whole Config (enums, torch.device, protocol-4 FRAME opcodes) into every checkpoint, so
+# torch.load(path) with the weights_only default of torch >= 2.6 fails in Trainer.evaluate(load_best_model=True),
+# Trainer.resume_checkpoint and quick_start.load_data_and_model. These three calls read checkpoints RecBole itself
+# wrote in the user's checkpoint_dir; only they are allowed the full unpickler, for the duration of the call.
+# torch reads TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD on each call and it does not override an explicit weights_only=.
+_FORCE_FULL_UNPICKLE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+@contextlib.contextmanager
+def trusted_checkpoint_loading():
+    """Allow torch.load to unpickle RecBole's own checkpoints inside this block only."""
+    previous = os.environ.get(_FORCE_FULL_UNPICKLE)
+    os.environ[_FORCE_FULL_UNPICKLE] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_FORCE_FULL_UNPICKLE, None)
+        else:
+            os.environ[_FORCE_FULL_UNPICKLE] = previous
+
+
+def _loading_trusted_checkpoints(function):
+    if getattr(function, "_embsum_trusted", False):
+        return function
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with trusted_checkpoint_loading():
+            return function(*args, **kwargs)
+
+    wrapper._embsum_trusted = True
+    return wrapper
+
+
+def install_checkpoint_loading():
+    trainer_cls = recbole.trainer.trainer.Trainer
+    trainer_cls.evaluate = _loading_trusted_checkpoints(trainer_cls.evaluate)
+    trainer_cls.resume_checkpoint = _loading_trusted_checkpoints(trainer_cls.resume_checkpoint)
+    patched = _loading_trusted_checkpoints(recbole.quick_start.quick_start.load_data_and_model)
+    recbole.quick_start.quick_start.load_data_and_model = patched
+    recbole.quick_start.load_data_and_model = patched
+
+
+def apply():
+    """Install every workaround (idempotent)."""
+    install_model_lookup()
+    install_checkpoint_loading()

@@ -1,0 +1,76 @@
+"""Each RecBole workaround in recbole_embsum.compat: still needed (upstream behaviour) and still working (ours)."""
+import os
+import pickle
+
+import pytest
+import recbole.config.configurator
+import recbole.quick_start
+import recbole.quick_start.quick_start
+import recbole.trainer.trainer
+import recbole.utils
+import recbole.utils.utils
+import torch
+from recbole.config import Config
+
+import recbole_embsum  # noqa: F401  (installs the workarounds)
+from recbole_embsum import compat
+
+
+# --- unknown model names ---------------------------------------------------------------------------------------------
+def test_recbole_alone_reports_a_missing_lightgbm_for_an_unknown_model():
+    # Needed: upstream get_model falls through to exlib_recommender, whose import needs lightgbm.
+    with pytest.raises(ModuleNotFoundError, match="lightgbm|xgboost"):
+        compat._recbole_get_model("NoSuchModel")
+
+
+def test_unknown_model_error_names_where_recbole_looked_and_close_names():
+    with pytest.raises(ValueError) as error:
+        recbole.utils.get_model("SASRek")
+    message = str(error.value)
+    assert "recbole.model.sequential_recommender.sasrek" in message
+    assert "recbole.model.general_recommender.sasrek" in message
+    assert "sasrec" in message.split("Did you mean")[1]
+
+
+def test_every_binding_of_get_model_is_patched_and_known_models_still_resolve():
+    for module in compat.GET_MODEL_BINDINGS:
+        assert module.get_model is compat.get_model, module.__name__
+    assert recbole.utils.get_model("SASRec").__name__ == "SASRec"
+    assert recbole.utils.get_model("BPR").__name__ == "BPR"
+    with pytest.raises(ValueError, match="Unknown model 'Nope'"):
+        Config(model="Nope", dataset="ml-100k")
+
+
+# --- torch >= 2.6 weights_only checkpoint loading --------------------------------------------------------------------
+@pytest.fixture
+def recbole_style_checkpoint(tmp_path):
+    """A file shaped like RecBole's Trainer._save_checkpoint output: a pickled Config, protocol 4."""
+    config = Config(model="BPR", dataset="ml-100k", config_dict={"data_path": str(tmp_path)})
+    path = tmp_path / "BPR-test.pth"
+    torch.save({"config": config, "state_dict": {}, "epoch": 0}, path, pickle_protocol=4)
+    return path
+
+
+def test_default_torch_load_rejects_recbole_checkpoints(recbole_style_checkpoint):
+    # Needed: torch >= 2.6 defaults to weights_only=True, which cannot unpickle RecBole's Config.
+    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") is None
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(recbole_style_checkpoint)
+
+
+def test_trusted_loading_is_scoped_to_recbole_checkpoint_readers(recbole_style_checkpoint):
+    with compat.trusted_checkpoint_loading():
+        checkpoint = torch.load(recbole_style_checkpoint)
+    assert checkpoint["config"]["model"] == "BPR"
+    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") is None  # restored: other loads stay weights-only
+    assert recbole.trainer.trainer.Trainer.evaluate._embsum_trusted
+    assert recbole.trainer.trainer.Trainer.resume_checkpoint._embsum_trusted
+    assert recbole.quick_start.load_data_and_model._embsum_trusted
+    assert recbole.quick_start.quick_start.load_data_and_model._embsum_trusted
+
+
+def test_patches_are_idempotent():
+    evaluate = recbole.trainer.trainer.Trainer.evaluate
+    compat.apply()
+    recbole_embsum.register()
+    assert recbole.trainer.trainer.Trainer.evaluate is evaluate
