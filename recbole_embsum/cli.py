@@ -8,6 +8,7 @@ import sys
 
 # Modules that add subcommands, in the order `--help` lists them.
 COMMAND_MODULES = [
+    "recbole_embsum.summaries.cli",
 ]
 
 
