@@ -1,0 +1,153 @@
+"""Summarise every training user of a converted dataset, resumably, into ``<dataset>.summaries.jsonl``.
+
+A user is skipped when the file already holds a record for them with the same prompt hash (the hash covers the exact
+messages, the model and the backend), so a killed run resumes where it stopped and re-asks nothing already answered.
+A file made with another backend, model or prompt is refused, never mixed: start a new file (``output``) or replace
+it (``overwrite``). Users whose request failed are reported and, having no record, are asked again on the next run.
+"""
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .backends import SummaryJob, backend_identity, make_backend
+from .history import dataset_file, load_item_texts, training_engagements
+from .prompt import build_messages, domain_for, prompt_hash, recent_first, resolve_template
+from .store import SummaryAppender, load_records, make_record, summaries_path
+
+logger = logging.getLogger(__name__)
+
+
+class SummaryMismatchError(RuntimeError):
+    """The output file holds summaries made with another prompt, model or backend."""
+
+
+class TooManyFailures(RuntimeError):
+    """Many users in a row failed: the backend is down or misconfigured."""
+
+
+@dataclass
+class SummaryReport:
+    """What a run did: counts, where the summaries are, and why users failed."""
+
+    path: Path
+    backend: str
+    model: str
+    users: int = 0
+    cached: int = 0
+    asked: int = 0
+    failed: dict = field(default_factory=dict)  # user id -> reason
+    seconds: float = 0.0
+
+
+class _Prompts:
+    """Builds each user's items, messages and prompt hash from the dataset and the template."""
+
+    def __init__(self, texts, template, options, backend_name, model):
+        self.texts = texts
+        self.template = template
+        self.max_items = options["max_items"]
+        self.abstract_words = options["abstract_words"]
+        self.backend_name = backend_name
+        self.model = model
+        self.missing_items = set()
+
+    def job(self, user, engagement):
+        known = [item for item in engagement if item in self.texts]
+        self.missing_items.update(item for item in engagement if item not in self.texts)
+        items = [self.texts[item] for item in recent_first(known, self.max_items)]
+        messages = build_messages(items, self.template, self.abstract_words)
+        return SummaryJob(user, messages, items, prompt_hash(messages, self.model, self.backend_name))
+
+
+def _check_not_mixed(path, records, current_hashes, backend_name, model):
+    """Raise :class:`SummaryMismatchError` if ``records`` were made with another backend, model or prompt."""
+    hint = ("Summaries made with different prompts or models are not mixed in one file: pass --overwrite to replace "
+            "it, or --output NEW_FILE to start a new one.")
+    foreign = [r for r in records if (r["backend"], r["model"]) != (backend_name, model)]
+    if foreign:
+        first = foreign[0]
+        raise SummaryMismatchError(
+            f"{path} holds {len(foreign)} summaries made by backend {first['backend']!r} model {first['model']!r}, "
+            f"but this run uses backend {backend_name!r} model {model!r}. {hint}"
+        )
+    changed = [r["user_id"] for r in records
+               if r["user_id"] in current_hashes and r["prompt_hash"] != current_hashes[r["user_id"]]]
+    if changed:
+        raise SummaryMismatchError(
+            f"{path} holds {len(changed)} summaries whose prompt differs from the one built now (e.g. user "
+            f"{changed[0]!r}): the template, the prompt options (max_items, abstract_words) or the training histories "
+            f"changed. {hint}"
+        )
+
+
+def summarize_dataset(data_path, dataset, options):
+    """Summarise the training users of ``<data_path>/<dataset>``; ``options`` as from ``resolve_options``.
+
+    Returns a :class:`SummaryReport`. Raises :class:`SummaryMismatchError` before asking anything when the output
+    file was made differently, :class:`TooManyFailures` or ``BackendFatalError`` when the backend cannot work.
+    """
+    started = time.monotonic()
+    path = Path(options["output"]) if options["output"] else summaries_path(data_path, dataset)
+    texts = load_item_texts(dataset_file(data_path, dataset, ".text.jsonl"))
+    engagements = training_engagements(dataset_file(data_path, dataset, ".train.inter"))
+    users = list(engagements)[: options["max_users"]] if options["max_users"] else list(engagements)
+
+    backend_name, model = backend_identity(options["backend"], options)
+    template = resolve_template(domain_for(dataset, options["domain"]), options["template"])
+    prompts = _Prompts(texts, template, options, backend_name, model)
+    report = SummaryReport(path=path, backend=backend_name, model=model, users=len(users))
+
+    # Hashes first (messages are rebuilt lazily below: holding every prompt of a large dataset would not fit).
+    hashes = {user: prompts.job(user, engagements[user]).prompt_hash for user in users}
+    if path.exists() and options["overwrite"]:
+        logger.warning("--overwrite: replacing %s", path)
+        os.remove(path)
+    records = load_records(path) if path.exists() else []
+    _check_not_mixed(path, records, hashes, backend_name, model)
+    done = {r["user_id"] for r in records if hashes.get(r["user_id"]) == r["prompt_hash"]}
+    report.cached = len(done)
+    if prompts.missing_items:
+        logger.warning("%d history items have no line in %s.text.jsonl and are left out of the prompts",
+                       len(prompts.missing_items), dataset)
+    pending = (prompts.job(user, engagements[user]) for user in users if user not in done)
+
+    backend = make_backend(backend_name, options, corpus_items=texts.values(), noun=template["noun"])
+    logger.info("summarising %d users with backend %s, model %s: %d already in %s",
+                len(users), backend_name, model, report.cached, path)
+    bar = tqdm(total=len(users), initial=report.cached, desc="summaries", unit="user")
+    asking_since = time.monotonic()
+    in_a_row = 0
+    with SummaryAppender(path) as out:
+        try:
+            for answer in backend.run(pending):
+                user = answer.job.user_id
+                if answer.summary is not None:
+                    out.append(make_record(user, answer.summary, backend_name, model, answer.job.prompt_hash))
+                    report.asked += 1
+                    in_a_row = 0
+                else:
+                    report.failed[user] = answer.error
+                    in_a_row += 1
+                    logger.debug("user %s failed: %s", user, answer.error)
+                bar.update(1)
+                rate = (report.asked + len(report.failed)) / max(time.monotonic() - asking_since, 1e-9)
+                bar.set_postfix(cached=report.cached, asked=report.asked, failed=len(report.failed),
+                                users_per_s=f"{rate:.2f}", refresh=False)
+                if in_a_row >= options["max_consecutive_failures"]:
+                    raise TooManyFailures(
+                        f"{in_a_row} users in a row failed; last error: {answer.error}. Summaries written so far are "
+                        f"kept in {path}; fix the backend and rerun to continue."
+                    )
+        finally:
+            bar.close()
+            report.seconds = time.monotonic() - started
+    if report.failed:
+        sample = "; ".join(f"{user}: {reason}" for user, reason in list(report.failed.items())[:5])
+        logger.warning("%d users failed (rerun the same command to retry them). First: %s", len(report.failed), sample)
+    logger.info("%s: %d cached, %d asked, %d failed in %.1fs", path, report.cached, report.asked,
+                len(report.failed), report.seconds)
+    return report
