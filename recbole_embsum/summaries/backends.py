@@ -216,7 +216,8 @@ class OpenAIBackend:
                 delay = self._backoff(attempt, retry_after)
                 logger.debug("retry %d/%d in %.2fs after %s", attempt + 1, self.max_retries, delay, last_error)
                 self._sleep(delay)
-        raise RetriesExhausted(f"gave up after {self.max_retries + 1} attempts; last error: {last_error}")
+        attempts = self.max_retries + 1
+        raise RetriesExhausted(f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}; last error: {last_error}")
 
     def _answer(self, job):
         try:
