@@ -1,0 +1,41 @@
+"""ROUGE of generated vs reference summaries: hand-counted n-gram and LCS overlaps."""
+import pytest
+
+from recbole_embsum.evaluation.rouge import rouge_report
+
+REFERENCE = "The cat sat on the mat."
+
+
+def test_one_word_changed():
+    # Tokens: the cat sat on the mat / the cat lay on the mat.
+    # Unigrams shared: the x2, cat, on, mat = 5 of 6 each side. Bigrams shared: the-cat, on-the, the-mat = 3 of 5.
+    # LCS: the cat on the mat = 5 of 6.
+    report = rouge_report(["the cat lay on the mat"], [REFERENCE])
+    assert report["rouge1"].fmeasure == pytest.approx(5 / 6)
+    assert report["rouge2"].fmeasure == pytest.approx(3 / 5)
+    assert report["rougeL"].fmeasure == pytest.approx(5 / 6)
+
+
+def test_precision_is_over_the_prediction_and_recall_over_the_reference():
+    report = rouge_report(["the cat"], [REFERENCE])
+    assert (report["rouge1"].precision, report["rouge1"].recall) == pytest.approx((1.0, 2 / 6))
+    assert report["rouge1"].fmeasure == pytest.approx(2 * 1.0 * (1 / 3) / (1 + 1 / 3))
+    assert (report["rouge2"].precision, report["rouge2"].recall) == pytest.approx((1.0, 1 / 5))
+
+
+def test_mean_over_pairs_and_stemming():
+    # Pair 1 identical (1.0); pair 2 shares nothing (0.0) -> mean 0.5.
+    report = rouge_report([REFERENCE, "dogs barking"], [REFERENCE, "a quiet morning"])
+    assert report["rougeL"].fmeasure == pytest.approx(0.5)
+    # "enjoys reading novels" vs "enjoyed read novel": equal after Porter stemming only.
+    stemmed = rouge_report(["enjoys reading novels"], ["enjoyed read novel"])
+    assert stemmed["rouge1"].fmeasure == pytest.approx(1.0)
+    plain = rouge_report(["enjoys reading novels"], ["enjoyed read novel"], use_stemmer=False)
+    assert plain["rouge1"].fmeasure == 0.0
+
+
+def test_unpaired_inputs_are_rejected():
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        rouge_report(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="no summary pairs"):
+        rouge_report([], [])
