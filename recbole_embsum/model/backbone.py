@@ -1,0 +1,120 @@
+"""The T5 encoder-decoder backbone of EmbSum and its tokenizer.
+
+Two ways to get them, chosen by ``plm_init``:
+
+* ``pretrained`` (default): ``plm`` is a Hugging Face encoder-decoder name or local path (``t5-small`` in the paper),
+  loaded with ``AutoTokenizer`` / ``T5ForConditionalGeneration.from_pretrained``.
+* ``scratch`` (offline, no download): a T5 built from ``plm_config`` (any ``T5Config`` field; t5-small sizes by
+  default) with a Unigram tokenizer (SentencePiece-style, like T5's own) trained with the ``tokenizers`` library on
+  the dataset's text and cached in ``<data_path>/<dataset>.tokenizer/`` so it is trained once.
+
+Either way the tokenizer gains the ``[SOS]`` item-start token (Section 2.3).
+"""
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Callable, Iterable, Tuple
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AddedToken, AutoTokenizer, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+from .text import ITEM_START_TOKEN
+
+logger = logging.getLogger(__name__)
+
+PLM_INIT_CHOICES = ("pretrained", "scratch")
+TOKENIZER_META = "embsum_tokenizer.json"
+_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", ITEM_START_TOKEN]  # ids 0, 1, 2 as in T5; then [SOS]
+
+
+def tokenizer_cache_dir(data_path: str, dataset: str) -> str:
+    """``<data_path>/<dataset>.tokenizer`` (``data_path`` is RecBole's per-dataset folder)."""
+    return os.path.join(data_path, f"{dataset}.tokenizer")
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a Unigram tokenizer (NFKC + Metaspace, T5's scheme) on ``corpus``, wrapped for transformers."""
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=_SPECIAL_TOKENS, unk_token="<unk>",
+                                      show_progress=False)
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                                      unk_token="<unk>")
+    add_item_start_token(wrapped)
+    return wrapped
+
+
+def load_or_train_tokenizer(cache_dir: str, corpus: Callable[[], Iterable[str]],
+                            vocab_size: int) -> PreTrainedTokenizerFast:
+    """Load the tokenizer cached in ``cache_dir``, or train one on ``corpus()`` and write it there atomically.
+
+    Raises:
+        ValueError: when the cache was trained with another ``tokenizer_vocab_size`` (a silently different
+            vocabulary would break checkpoints trained with the cached one).
+    """
+    meta_path = os.path.join(cache_dir, TOKENIZER_META)
+    if not os.path.exists(meta_path):
+        logger.info("Training a %d-token Unigram tokenizer for %s", vocab_size, cache_dir)
+        tokenizer = train_tokenizer(corpus(), vocab_size)
+        parent = os.path.dirname(os.path.abspath(cache_dir))
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(cache_dir)}.")
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, TOKENIZER_META), "w", encoding="utf-8") as handle:
+            json.dump({"tokenizer_vocab_size": vocab_size, "model": "unigram"}, handle)
+        try:
+            os.replace(tmp, cache_dir)
+        except OSError:  # another process wrote the cache first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    with open(meta_path, encoding="utf-8") as handle:
+        cached = json.load(handle).get("tokenizer_vocab_size")
+    if cached != vocab_size:
+        raise ValueError(f"{meta_path}: tokenizer cache was trained with tokenizer_vocab_size={cached}, the config "
+                         f"asks for {vocab_size}; set tokenizer_vocab_size: {cached} or delete {cache_dir}")
+    tokenizer = AutoTokenizer.from_pretrained(cache_dir)
+    add_item_start_token(tokenizer)
+    return tokenizer
+
+
+def add_item_start_token(tokenizer) -> int:
+    """Make sure ``[SOS]`` is a special token of ``tokenizer``; return its id."""
+    if ITEM_START_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(ITEM_START_TOKEN, special=True, normalized=False)], special_tokens=True)
+    return tokenizer.convert_tokens_to_ids(ITEM_START_TOKEN)
+
+
+def build_scratch_t5(tokenizer, plm_config: dict) -> T5ForConditionalGeneration:
+    """A randomly initialised T5 of the sizes in ``plm_config`` (T5Config fields) for ``tokenizer``."""
+    config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
+                      **(plm_config or {}))
+    return T5ForConditionalGeneration(config)
+
+
+def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForConditionalGeneration, object]:
+    """Return ``(t5, tokenizer)`` as configured by ``plm_init``, ``plm``, ``plm_config`` and ``tokenizer_vocab_size``.
+
+    Args:
+        config: the RecBole Config.
+        corpus: called (only when a scratch tokenizer must be trained) to get the training text.
+    """
+    plm_init = config["plm_init"]
+    if plm_init == "pretrained":
+        tokenizer = AutoTokenizer.from_pretrained(config["plm"])
+        if not tokenizer.is_fast:
+            raise ValueError(f"plm={config['plm']!r}: EmbSum needs a fast tokenizer (character offsets)")
+        add_item_start_token(tokenizer)
+        t5 = T5ForConditionalGeneration.from_pretrained(config["plm"])
+        if len(tokenizer) > t5.get_input_embeddings().num_embeddings:
+            t5.resize_token_embeddings(len(tokenizer))
+    elif plm_init == "scratch":
+        cache_dir = tokenizer_cache_dir(config["data_path"], config["dataset"])
+        tokenizer = load_or_train_tokenizer(cache_dir, corpus, config["tokenizer_vocab_size"])
+        t5 = build_scratch_t5(tokenizer, config["plm_config"])
+    else:
+        raise ValueError(f"plm_init must be one of {PLM_INIT_CHOICES}, got {plm_init!r}")
+    return t5, tokenizer

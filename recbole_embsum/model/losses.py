@@ -1,0 +1,72 @@
+"""EmbSum training objectives: negative sampling from the impression, NCE (Eq. (5)) and the summary loss (Eq. (1))."""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+SUMMARY_REDUCTIONS = ("mean", "sum")
+
+
+def sample_negatives(neg_items: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``k`` negatives per row from the non-zero entries of ``neg_items`` [B, L] (0 = padding).
+
+    Rows with at least ``k`` negatives get ``k`` distinct ones; rows with fewer get all of them plus draws with
+    replacement. Uses torch's global RNG, so it is deterministic under ``torch.manual_seed``.
+
+    Returns:
+        ([B, k] item ids, [B, k] validity); rows without any negative are all-invalid (ids 0).
+    """
+    batch, width = neg_items.shape
+    if width == 0:
+        empty = neg_items.new_zeros(batch, k)
+        return empty, empty.bool()
+    real = neg_items != 0  # [B, L]
+    count = real.sum(dim=1, keepdim=True)  # [B, 1]
+    keys = torch.rand(batch, width, device=neg_items.device).masked_fill(~real, 2.0)
+    order = keys.argsort(dim=1)  # real entries first, in random order: [B, L]
+    steps = torch.arange(k, device=neg_items.device)[None, :]  # [1, k]
+    redraw = (torch.rand(batch, k, device=neg_items.device) * count).long()  # uniform in [0, count)
+    slot = torch.where(steps < count, steps, redraw).clamp(max=width - 1)  # [B, k]
+    valid = (count > 0).expand(batch, k)
+    picked = neg_items.gather(1, order.gather(1, slot))  # [B, k]
+    return picked.masked_fill(~valid, 0), valid
+
+
+def nce_loss(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Eq. (5): -log(exp(s+) / (exp(s+) + sum_j exp(s-_j))), averaged over rows.
+
+    Args:
+        scores: [B, 1 + K], column 0 the clicked item, columns 1.. the negatives.
+        valid: [B, K] False for negatives to leave out of the denominator.
+    """
+    mask = torch.cat([valid.new_ones(valid.size(0), 1), valid], dim=1)
+    logits = scores.float().masked_fill(~mask, float("-inf"))
+    target = torch.zeros(scores.size(0), dtype=torch.long, device=scores.device)
+    return F.cross_entropy(logits, target)
+
+
+def summary_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Eq. (1): negative log-likelihood of the summary tokens under teacher forcing.
+
+    Args:
+        logits: [B, T, V] decoder logits; labels: [B, T] target ids, ``IGNORE_INDEX`` where there is no token
+            (padding, or a user without a summary).
+        reduction: "mean" averages over all summary tokens of the batch (Eq. (1) divided by the summary length,
+            as Hugging Face's T5 ``labels`` loss); "sum" is Eq. (1) as printed (sum over a user's tokens),
+            averaged over the users that have a summary.
+
+    Returns:
+        A scalar; zero when no row has a summary.
+    """
+    if reduction not in SUMMARY_REDUCTIONS:
+        raise ValueError(f"summary_loss_reduction must be one of {SUMMARY_REDUCTIONS}, got {reduction!r}")
+    has_tokens = labels != IGNORE_INDEX  # [B, T]
+    if not has_tokens.any():
+        return logits.new_zeros((), dtype=torch.float32)
+    token_nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
+                                reduction="none")  # [B, T]
+    if reduction == "mean":
+        return token_nll.sum() / has_tokens.sum()
+    users = has_tokens.any(dim=1)
+    return token_nll.sum(dim=1)[users].mean()

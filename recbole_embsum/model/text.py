@@ -1,0 +1,174 @@
+"""Item text and user summaries for EmbSum: reading, templating, truncation and one-time tokenization.
+
+* Item text comes from ``<data_path>/<dataset>.text.jsonl`` (one ``{"item_id", "title", "abstract", "category",
+  "subcategory"}`` object per line) and is rendered with the dataset's ``item_template`` (paper Section 3, "Content
+  Formatting"), after cutting title and abstract to their token caps (``title_max_tokens``, ``abstract_max_tokens``).
+* Every item segment starts with the dedicated ``[SOS]`` token (T5 has none; Section 2.3 represents an item by the
+  encoder state of its [SOS]) and ends with the tokenizer's EOS.
+* Summaries come from ``<data_path>/<dataset>.summaries.jsonl`` (``{"user_id", "summary", ...}``, raw user ids).
+
+Everything is tokenized once into padded ``[rows, L]`` tables; the model keeps them as non-persistent buffers.
+"""
+import json
+import logging
+import os
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import torch
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+ITEM_START_TOKEN = "[SOS]"
+ITEM_TEXT_FIELDS = ("item_id", "title", "abstract", "category", "subcategory")
+_TOKENIZE_CHUNK = 4096
+
+
+def item_text_path(data_path: str, dataset: str) -> str:
+    """``<data_path>/<dataset>.text.jsonl`` (``data_path`` is RecBole's per-dataset folder)."""
+    return os.path.join(data_path, f"{dataset}.text.jsonl")
+
+
+def default_summary_path(data_path: str, dataset: str) -> str:
+    """``<data_path>/<dataset>.summaries.jsonl``."""
+    return os.path.join(data_path, f"{dataset}.summaries.jsonl")
+
+
+def iter_jsonl(path: str, required: Sequence[str]) -> Iterator[dict]:
+    """Yield the JSON objects of ``path``, one per non-blank line, checking that ``required`` keys exist.
+
+    Raises:
+        ValueError: naming the file, line and field for malformed JSON or a missing field.
+    """
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: invalid JSON ({err.msg})") from err
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+            for field in required:
+                if field not in record:
+                    raise ValueError(f"{path}:{line_no}: missing field '{field}'")
+            yield record
+
+
+def load_item_texts(path: str) -> Dict[str, dict]:
+    """Map raw item id -> its text record from a ``.text.jsonl`` file."""
+    texts = {}
+    for record in iter_jsonl(path, ITEM_TEXT_FIELDS):
+        texts[str(record["item_id"])] = record
+    return texts
+
+
+def load_summaries(path: str) -> Dict[str, str]:
+    """Map raw user id -> summary text from a ``.summaries.jsonl`` file (blank summaries are skipped)."""
+    summaries = {}
+    for record in iter_jsonl(path, ("user_id", "summary")):
+        text = str(record["summary"] or "").strip()
+        if text:
+            summaries[str(record["user_id"])] = text
+    return summaries
+
+
+def _chunks(items: Sequence, desc: str) -> Iterator[Sequence]:
+    starts = range(0, len(items), _TOKENIZE_CHUNK)
+    for start in tqdm(starts, desc=desc, disable=len(starts) < 2, leave=False):
+        yield items[start : start + _TOKENIZE_CHUNK]
+
+
+def truncate_to_tokens(texts: Sequence[str], tokenizer, max_tokens: int) -> List[str]:
+    """Cut each text after its ``max_tokens``-th token (character offsets from a fast tokenizer, so text is kept
+    verbatim); texts within the cap are returned unchanged."""
+    out = []
+    for chunk in _chunks(list(texts), "truncating"):
+        enc = tokenizer(list(chunk), add_special_tokens=False, return_offsets_mapping=True)
+        for text, offsets in zip(chunk, enc["offset_mapping"]):
+            out.append(text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]])
+    return out
+
+
+def render_items(records: Sequence[dict], template: str, tokenizer, title_max_tokens: int,
+                 abstract_max_tokens: int) -> List[str]:
+    """Render each record with ``template`` (e.g. "News Title: {title}; News Abstract: {abstract}; ..."),
+    title and abstract cut to their token caps."""
+    titles = truncate_to_tokens([str(r.get("title") or "") for r in records], tokenizer, title_max_tokens)
+    abstracts = truncate_to_tokens([str(r.get("abstract") or "") for r in records], tokenizer, abstract_max_tokens)
+    return [fill_template(template, record, title=title, abstract=abstract)
+            for record, title, abstract in zip(records, titles, abstracts)]
+
+
+def fill_template(template: str, record: dict, **overrides: str) -> str:
+    """``template`` filled with the record's text fields (missing ones empty), ``overrides`` taking precedence."""
+    fields = {key: str(record.get(key) or "") for key in ITEM_TEXT_FIELDS}
+    fields.update(overrides)
+    try:
+        return template.format_map(fields)
+    except KeyError as err:
+        raise ValueError(f"item_template {template!r} uses unknown field {err}; "
+                         f"available: {', '.join(ITEM_TEXT_FIELDS)}") from None
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token rows into ([N, L] LongTensor, [N] lengths); L >= 1."""
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
+    table = torch.full((len(rows), max(1, int(lengths.max()) if len(rows) else 1)), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        table[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return table, lengths
+
+
+def tokenize_rows(texts: Sequence[str], tokenizer, max_tokens: int, prefix: Sequence[int],
+                  suffix: Sequence[int], desc: str) -> List[List[int]]:
+    """``prefix + tokens + suffix`` for each text, the body cut so the row fits ``max_tokens``."""
+    budget = max_tokens - len(prefix) - len(suffix)
+    if budget < 0:
+        raise ValueError(f"max_tokens={max_tokens} cannot hold the {len(prefix) + len(suffix)} special tokens")
+    rows = []
+    for chunk in _chunks(list(texts), desc):
+        for ids in tokenizer(list(chunk), add_special_tokens=False)["input_ids"]:
+            rows.append(list(prefix) + ids[:budget] + list(suffix))
+    return rows
+
+
+def build_item_token_table(item_tokens: Sequence[str], texts: Dict[str, dict], text_path: str, tokenizer,
+                           template: str, title_max_tokens: int, abstract_max_tokens: int,
+                           max_tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize every item once: row i is ``[SOS] rendered-text </s>`` for RecBole internal id i.
+
+    Args:
+        item_tokens: ``dataset.field2id_token["item_id"]`` (index 0 is "[PAD]", which gets ``[SOS] </s>``).
+        texts: raw item id -> record (from ``load_item_texts(text_path)``).
+        max_tokens: hard cap of a row (the per-item share of a session's token budget).
+
+    Returns:
+        ([n_items, L] token ids, [n_items] lengths).
+
+    Raises:
+        ValueError: naming ``text_path`` when dataset items have no text record.
+    """
+    raw_ids = [str(token) for token in item_tokens[1:]]
+    missing = [raw for raw in raw_ids if raw not in texts]
+    if missing:
+        raise ValueError(f"{text_path}: no text for {len(missing)} of {len(raw_ids)} dataset items "
+                         f"(e.g. item_id {', '.join(missing[:5])})")
+    rendered = [""] + render_items([texts[raw] for raw in raw_ids], template, tokenizer,
+                                   title_max_tokens, abstract_max_tokens)
+    start_id = tokenizer.convert_tokens_to_ids(ITEM_START_TOKEN)
+    rows = tokenize_rows(rendered, tokenizer, max_tokens, [start_id], [tokenizer.eos_token_id], "tokenizing items")
+    return pad_rows(rows, tokenizer.pad_token_id)
+
+
+def build_summary_token_table(user_tokens: Sequence[str], summaries: Dict[str, str], tokenizer,
+                              max_tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize each user's summary once as decoder labels ``tokens </s>`` (at most ``max_tokens``).
+
+    Row i belongs to RecBole internal user id i; users without a summary (and "[PAD]") get length 0.
+    """
+    texts = [summaries.get(str(token), "") for token in user_tokens]
+    rows = tokenize_rows(texts, tokenizer, max_tokens, [], [tokenizer.eos_token_id], "tokenizing summaries")
+    rows = [row if text else [] for row, text in zip(rows, texts)]
+    return pad_rows(rows, tokenizer.pad_token_id)
