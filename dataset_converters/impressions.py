@@ -1,0 +1,182 @@
+"""Turning impressions into the rows of the data contract (docs/design.md), shared by every converter.
+
+* train: one row per click; `neg_items` = at most `max_negatives` non-clicked items of the same impression, chosen by
+  `sample_negatives` (deterministic: it depends only on the seed and the impression id).
+* valid / test / predict: one row per candidate with its label (predict: label 0); `neg_items` empty.
+* `item_id_list`: the history, chronological, the most recent `history_len` items kept.
+* `--empty-history drop` leaves out rows whose history is empty (in train, valid and test; predict keeps them all,
+  since every candidate needs a score), counted in the stats either way.
+"""
+import dataclasses
+import os
+import random
+import zlib
+
+from .atomic import INTER_FIELDS, ITEM_FIELDS, AtomicTable, JsonlFile, format_float, prepare_output_dir, write_json
+from .stats import DatasetStats, format_table
+
+BENCHMARK_SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass
+class ConvertOptions:
+    """Options shared by every converter (the CLI flags of the same names)."""
+
+    name: str
+    history_len: int = 60
+    max_negatives: int = 50
+    empty_history: str = "keep"  # "keep" or "drop"
+    skip_bad_lines: bool = False
+    overwrite: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.empty_history not in ("keep", "drop"):
+            raise ValueError(f"empty_history must be 'keep' or 'drop', got {self.empty_history!r}")
+        if self.history_len < 1 or self.max_negatives < 0:
+            raise ValueError("history_len must be >= 1 and max_negatives >= 0")
+
+
+def sample_negatives(negatives, k, key, seed=0):
+    """At most `k` of `negatives`, kept in their original order; which ones depends only on `(seed, key)`."""
+    if len(negatives) <= k:
+        return list(negatives)
+    rng = random.Random(zlib.crc32(f"{seed}:{key}".encode("utf-8")))
+    chosen = sorted(rng.sample(range(len(negatives)), k))
+    return [negatives[i] for i in chosen]
+
+
+class ImpressionWriter:
+    """Owns one output folder: the split `.inter` files, `.item`, `.text.jsonl` and the stats report.
+
+    Use as a context manager; files appear (atomically) when the block ends without an exception.
+    """
+
+    def __init__(self, output, options, source):
+        self.options = options
+        self.folder = prepare_output_dir(output, options.name, options.overwrite)
+        self.stats = DatasetStats(source, dataclasses.asdict(options))
+        self._tables = {}
+
+    def path(self, suffix):
+        return os.path.join(self.folder, self.options.name + suffix)
+
+    def __enter__(self):
+        self._items = AtomicTable(self.path(".item"), ITEM_FIELDS).__enter__()
+        self._texts = JsonlFile(self.path(".text.jsonl")).__enter__()
+        for split in BENCHMARK_SPLITS:
+            self._table(split)
+        return self
+
+    def _table(self, split):
+        if split not in self._tables:
+            self._tables[split] = AtomicTable(self.path(f".{split}.inter"), INTER_FIELDS).__enter__()
+        return self._tables[split]
+
+    def __exit__(self, exc_type, exc, tb):
+        for handle in [self._items, self._texts, *self._tables.values()]:
+            handle.__exit__(exc_type, exc, tb)
+        return False
+
+    # -- items ---------------------------------------------------------------------------------------------------
+    def item(self, item_id, title, abstract, category, subcategory):
+        """One item: categorical features to `.item`, exact text to `.text.jsonl`."""
+        self._items.write((item_id, category, subcategory))
+        self._texts.write({"item_id": item_id, "title": title, "abstract": abstract,
+                           "category": category, "subcategory": subcategory})
+        self.stats.add_item(title, abstract, category, subcategory)
+
+    # -- rows ----------------------------------------------------------------------------------------------------
+    def _history_cell(self, split, user, history, rows):
+        """The history cell shared by `rows` rows (joined once), or None when they are dropped (empty history)."""
+        stats = self.stats.split(split)
+        if not history:
+            if self.options.empty_history == "drop" and split != "predict":
+                stats.dropped_empty_history += rows
+                return None
+            stats.empty_history_rows += rows
+        self.stats.observe_history(user, len(history))
+        kept = history[-self.options.history_len:]
+        stats.history_total += len(kept) * rows
+        return " ".join(kept)
+
+    def train_impression(self, impression_id, user, clicks, negatives):
+        """Train rows: `clicks` = [(item, timestamp, history)], `negatives` = the impression's non-clicked items."""
+        stats = self.stats.split("train")
+        table = self._table("train")
+        neg_items = " ".join(sample_negatives(negatives, self.options.max_negatives, impression_id,
+                                              self.options.seed))
+        written = 0
+        for item, timestamp, history in clicks:
+            history_cell = self._history_cell("train", user, history, 1)
+            if history_cell is None:
+                continue
+            table.write((impression_id, user, item, "1", format_float(timestamp), history_cell, neg_items))
+            stats.items.add(item)
+            written += 1
+        if written:
+            stats.impressions += 1
+            stats.users.add(user)
+            stats.rows += written
+            stats.positives += written
+            stats.negatives += len(negatives)
+            stats.items.update(negatives)
+
+    def eval_impression(self, split, impression_id, user, history, candidates):
+        """Valid/test/predict rows: one per candidate; `candidates` = [(item, label, timestamp)]."""
+        history_cell = self._history_cell(split, user, history, len(candidates))
+        if history_cell is None or not candidates:
+            return
+        stats = self.stats.split(split)
+        table = self._table(split)
+        for item, label, timestamp in candidates:
+            table.write((impression_id, user, item, "1" if label else "0", format_float(timestamp), history_cell, ""))
+            stats.items.add(item)
+            if label:
+                stats.positives += 1
+            else:
+                stats.negatives += 1
+        stats.impressions += 1
+        stats.users.add(user)
+        stats.rows += len(candidates)
+
+    def drop_impression(self, split):
+        """Counts an impression that yields no row: no candidate (or, in train, no click) is left after unknown ids."""
+        self.stats.split(split).dropped_impressions += 1
+
+    # -- report --------------------------------------------------------------------------------------------------
+    def finish(self, bad_lines):
+        """Writes `<name>.stats.json`; returns the report dict."""
+        self.stats.bad_lines = bad_lines
+        report = self.stats.to_dict()
+        write_json(self.path(".stats.json"), report)
+        return report
+
+
+def print_report(report, folder):
+    """What a CLI prints after a conversion."""
+    print(format_table(report))
+    print(f"written to {folder}")
+
+
+def add_common_arguments(parser, default_name):
+    """The CLI flags of ConvertOptions, shared by `convert mind` and `convert goodreads`."""
+    parser.add_argument("--input", required=True, help="folder holding the raw files as published")
+    parser.add_argument("--output", required=True, help="folder that receives <name>/ (RecBole's data_path)")
+    parser.add_argument("--name", default=default_name, help="dataset name: folder and file prefix (default: %(default)s)")
+    parser.add_argument("--history-len", type=int, default=60,
+                        help="most recent history items kept per row (default: %(default)s)")
+    parser.add_argument("--max-negatives", type=int, default=50,
+                        help="non-clicked items kept per training click, sampled deterministically (default: %(default)s)")
+    parser.add_argument("--empty-history", choices=("keep", "drop"), default="keep",
+                        help="keep or drop rows whose history is empty; SASRec/GRU4Rec need 'drop' (default: %(default)s)")
+    parser.add_argument("--skip-bad-lines", action="store_true",
+                        help="count and report malformed lines instead of stopping at the first one")
+    parser.add_argument("--overwrite", action="store_true", help="replace the converted files in an existing folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the negative sampling (default: %(default)s)")
+
+
+def options_from_args(args):
+    return ConvertOptions(name=args.name, history_len=args.history_len, max_negatives=args.max_negatives,
+                          empty_history=args.empty_history, skip_bad_lines=args.skip_bad_lines,
+                          overwrite=args.overwrite, seed=args.seed)

@@ -1,0 +1,234 @@
+"""MIND (Wu et al. 2020; small, large or demo) -> RecBole atomic files, following docs/design.md.
+
+Input layouts (`--input DIR`), one of:
+  * `MIND<variant>_train/`, `MIND<variant>_dev/` and optionally `MIND<variant>_test/` folders (e.g. MINDsmall_train),
+  * the same names as downloaded `.zip` files (members are read directly, nothing is extracted),
+  * `train/`, `dev/` and optionally `test/` folders.
+Each split holds `news.tsv` (news_id, category, subcategory, title, abstract, url, title_entities,
+abstract_entities) and `behaviors.tsv` (impression_id, user_id, time `11/15/2019 8:55:22 AM`, history oldest first,
+impressions `N1-1 N2-0`; the MIND-large test split has bare ids and no labels).
+
+Rules:
+  * MIND train -> `<name>.train.inter`; MIND dev -> `<name>.valid.inter` or `<name>.test.inter`: an impression goes to
+    valid when `crc32(impression_id) mod 10000 < valid_fraction * 10000` (default 0.5), else to test;
+    MIND test -> `<name>.predict.inter` (label 0).
+  * `impression_id` in the output is `<raw split>-<raw id>` (e.g. `dev-17`): raw ids repeat across splits.
+  * `timestamp` = the behaviors time read as UTC, in Unix seconds.
+  * `item_id_list` = the behaviors History column (oldest first), the most recent `history_len` kept.
+  * Ids missing from every news.tsv are counted in the stats and dropped: from a history, the id is removed; from an
+    impression, the candidate is removed; an impression left without candidates (or, in train, without a click)
+    writes no row and is counted as dropped.
+  * Items: every news id of every split's news.tsv, first occurrence wins, in file order.
+Everything is streamed line by line; only the set of news ids and the per-split counters stay in memory.
+"""
+import argparse
+import datetime
+import logging
+import os
+import re
+import sys
+import zipfile
+import zlib
+
+from .impressions import ImpressionWriter, add_common_arguments, options_from_args, print_report
+from .reading import BadLineError, LineErrors, Source, split_columns
+
+logger = logging.getLogger(__name__)
+
+NEWS_COLUMNS = ("news_id", "category", "subcategory", "title", "abstract", "url", "title_entities",
+                "abstract_entities")
+BEHAVIOR_COLUMNS = ("impression_id", "user_id", "time", "history", "impressions")
+RAW_SPLITS = ("train", "dev", "test")
+_SPLIT_NAME = re.compile(r"^MIND(?P<variant>[A-Za-z0-9]+)_(?P<split>train|dev|test)(?P<zip>\.zip)?$")
+_UTC = datetime.timezone.utc
+
+
+# -- finding the files ---------------------------------------------------------------------------------------------
+def _zip_member(path, basename):
+    with zipfile.ZipFile(path) as archive:
+        members = [m for m in archive.namelist() if os.path.basename(m) == basename]
+    if len(members) != 1:
+        raise FileNotFoundError(f"{path}: expected exactly one member named {basename}, found {members}")
+    return Source(path, members[0])
+
+
+def find_splits(input_dir, variant=None):
+    """`{raw split: (news Source, behaviors Source)}` for the layouts above; train and dev are required."""
+    input_dir = os.fspath(input_dir)
+    if not os.path.isdir(input_dir):
+        raise FileNotFoundError(f"MIND input folder {input_dir} does not exist")
+    found = {}  # (variant, split) -> path; a folder wins over a zip of the same name
+    for entry in sorted(os.listdir(input_dir)):
+        path = os.path.join(input_dir, entry)
+        match = _SPLIT_NAME.match(entry)
+        if entry in RAW_SPLITS and os.path.isdir(path):
+            key = ("", entry)
+        elif match and (os.path.isdir(path) or (match["zip"] and os.path.isfile(path))):
+            key = (match["variant"], match["split"])
+        else:
+            continue
+        if key not in found or os.path.isdir(path):
+            found[key] = path
+    variants = sorted({v for v, _ in found})
+    if variant is not None:
+        variants = [v for v in variants if v == variant]
+    if len(variants) != 1:
+        raise FileNotFoundError(
+            f"{input_dir}: expected one MIND layout (MIND<variant>_train/dev[/test] folders or zips, or train/ dev/ "
+            f"[test/]), found variants {variants or 'none'}; choose one with --variant")
+    chosen = variants[0]
+    splits = {}
+    for split in RAW_SPLITS:
+        path = found.get((chosen, split))
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            sources = tuple(Source(os.path.join(path, f)) for f in ("news.tsv", "behaviors.tsv"))
+            for source in sources:
+                if not os.path.isfile(source.path):
+                    raise FileNotFoundError(f"{source.path} is missing")
+        else:
+            sources = (_zip_member(path, "news.tsv"), _zip_member(path, "behaviors.tsv"))
+        splits[split] = sources
+    for required in ("train", "dev"):
+        if required not in splits:
+            raise FileNotFoundError(f"{input_dir}: no MIND {required} split found (variant {chosen or 'plain'})")
+    return splits
+
+
+# -- parsing -------------------------------------------------------------------------------------------------------
+def parse_time(text):
+    """`11/15/2019 8:55:22 AM` (read as UTC) -> Unix seconds; ValueError when malformed."""
+    date, clock, half = text.split(" ")
+    month, day, year = (int(x) for x in date.split("/"))
+    hour, minute, second = (int(x) for x in clock.split(":"))
+    if half not in ("AM", "PM") or not 1 <= hour <= 12:
+        raise ValueError("expected a 12-hour clock with AM/PM")
+    hour = hour % 12 + (12 if half == "PM" else 0)
+    return datetime.datetime(year, month, day, hour, minute, second, tzinfo=_UTC).timestamp()
+
+
+def parse_news(label, line_no, text):
+    columns = split_columns(label, line_no, text, NEWS_COLUMNS)
+    news_id = columns[0]
+    if not news_id or news_id != news_id.strip() or " " in news_id:
+        raise BadLineError(label, line_no, "news_id", f"empty or contains spaces: {news_id!r}")
+    return columns[:5]
+
+
+def parse_behavior(label, line_no, text, labeled):
+    """-> (impression_id, user_id, timestamp, history ids, [(news id, label)]); label is None when unlabeled."""
+    impression_id, user_id, time_text, history, impressions = split_columns(label, line_no, text, BEHAVIOR_COLUMNS)
+    if not impression_id or not user_id:
+        raise BadLineError(label, line_no, "impression_id" if not impression_id else "user_id", "empty")
+    try:
+        timestamp = parse_time(time_text)
+    except ValueError as error:
+        raise BadLineError(label, line_no, "time",
+                           f"cannot parse {time_text!r} as 'M/D/YYYY H:MM:SS AM' ({error})") from None
+    candidates = []
+    for token in impressions.split():
+        news_id, dash, flag = token.rpartition("-")
+        if labeled:
+            if not dash or flag not in ("0", "1") or not news_id:
+                raise BadLineError(label, line_no, "impressions", f"bad token {token!r}: expected <news_id>-0 or -1")
+            candidates.append((news_id, flag == "1"))
+        else:  # MIND-large test: bare ids (a label suffix, if any, is ignored)
+            candidates.append((news_id if dash and flag in ("0", "1") else token, None))
+    if not candidates:
+        raise BadLineError(label, line_no, "impressions", "no candidates")
+    return impression_id, user_id, timestamp, history.split(), candidates
+
+
+# -- conversion ----------------------------------------------------------------------------------------------------
+def in_valid(impression_id, valid_fraction):
+    """The documented dev -> valid/test rule: a hash of the raw impression id."""
+    return zlib.crc32(impression_id.encode("utf-8")) % 10000 < round(valid_fraction * 10000)
+
+
+def _known(ids, known, unknown, kind):
+    """`ids` without the ones missing from news.tsv, each of which is counted."""
+    kept = []
+    for news_id in ids:
+        if news_id in known:
+            kept.append(news_id)
+        else:
+            unknown.add(kind, news_id)
+    return kept
+
+
+def convert_mind(input_dir, output, options, valid_fraction=0.5, variant=None):
+    """Converts a MIND folder into `<output>/<options.name>/`; returns the stats report (also written as JSON)."""
+    if not 0.0 <= valid_fraction <= 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1], got {valid_fraction}")
+    splits = find_splits(input_dir, variant)
+    errors = LineErrors(options.skip_bad_lines)
+    with ImpressionWriter(output, options, source="mind") as writer:
+        writer.stats.notes["split_rule"] = (f"MIND dev impression -> valid if crc32(impression_id) % 10000 < "
+                                            f"{round(valid_fraction * 10000)}, else test")
+        known = set()
+        for split, (news, _) in splits.items():
+            for news_id, category, subcategory, title, abstract in errors.parse(
+                    news, news.lines(f"{split} news"), parse_news):
+                if news_id not in known:
+                    known.add(news_id)
+                    writer.item(news_id, title, abstract, category, subcategory)
+        unknown = writer.stats.unknown
+        for split, (_, behaviors) in splits.items():
+            labeled = split != "test"
+
+            def parse(label, line_no, text):
+                return parse_behavior(label, line_no, text, labeled)
+
+            for raw_id, user, timestamp, history, candidates in errors.parse(
+                    behaviors, behaviors.lines(f"{split} behaviors"), parse):
+                impression_id = f"{split}-{raw_id}"
+                history = _known(history, known, unknown, "history")
+                kept = [(news_id, flag) for news_id, flag in candidates if news_id in known]
+                _known((news_id for news_id, _ in candidates), known, unknown, "candidate")
+                if split == "train":
+                    clicks = [(news_id, timestamp, history) for news_id, flag in kept if flag]
+                    if not clicks:
+                        writer.drop_impression("train")
+                        continue
+                    writer.train_impression(impression_id, user, clicks,
+                                            [news_id for news_id, flag in kept if not flag])
+                    continue
+                out_split = "predict" if split == "test" else (
+                    "valid" if in_valid(raw_id, valid_fraction) else "test")
+                if not kept:
+                    writer.drop_impression(out_split)
+                    continue
+                writer.eval_impression(out_split, impression_id, user, history,
+                                       [(news_id, bool(flag), timestamp) for news_id, flag in kept])
+        report = writer.finish(errors.summary())
+    return report
+
+
+def add_arguments(parser):
+    """Flags of `convert mind` (also `python -m dataset_converters.mind`)."""
+    add_common_arguments(parser, default_name="mind")
+    parser.add_argument("--valid-fraction", type=float, default=0.5,
+                        help="share of MIND dev impressions (by a hash of impression_id) that go to valid; "
+                             "the rest go to test (default: %(default)s)")
+    parser.add_argument("--variant", default=None,
+                        help="which MIND<variant>_* files to use when the folder holds several (e.g. small, large)")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    report = convert_mind(args.input, args.output, options_from_args(args), args.valid_fraction, args.variant)
+    print_report(report, os.path.join(args.output, args.name))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m dataset_converters.mind", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
