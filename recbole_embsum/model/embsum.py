@@ -308,7 +308,7 @@ class EmbSum(SequentialRecommender):
             self._item_cache_ready = torch.zeros(self.n_items, dtype=torch.bool, device=item_ids.device)
         unique = torch.unique(item_ids)
         missing = unique[~self._item_cache_ready[unique]]
-        chunks = missing.split(self.item_encode_batch_size)
+        chunks = missing.split(self.item_encode_batch_size) if missing.numel() else ()
         with torch.no_grad():
             for chunk in tqdm(chunks, desc="encoding items", disable=len(chunks) < 4, leave=False):
                 poly = self.item_poly_embeddings(chunk)  # [c, n, d]
