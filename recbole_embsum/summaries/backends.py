@@ -20,6 +20,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -318,15 +320,16 @@ class HeuristicBackend:
 
     Salient words are the user's top tf-idf terms: term counts over the user's item titles and condensed abstracts,
     weighted by the inverse document frequency of the term over every item of the dataset (scikit-learn's
-    ``TfidfVectorizer``, English stop words removed). Ties break alphabetically, so the output is a pure function of
-    the data. This is not an LLM summary; the backend is recorded as ``heuristic`` and logged as such.
+    ``TfidfVectorizer``, English stop words removed, no normalisation). Without normalisation a user's vector is the
+    sum of their items' vectors, so the item matrix is computed once and each user costs one sparse row sum.
+    Items outside the corpus add no words. Ties break alphabetically, so the output is a pure function of the data.
+    This is not an LLM summary; the backend is recorded as ``heuristic`` and logged as such.
     """
 
     name = "heuristic"
     model = "tfidf-v1"  # bump when the sentences or the weighting change, so cached summaries are not mixed
 
     def __init__(self, corpus_items, noun="items", top_categories=3, top_words=5, abstract_words=100):
-        import numpy as np
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         from .prompt import condense
@@ -334,26 +337,31 @@ class HeuristicBackend:
         self.noun = noun
         self.top_categories = top_categories
         self.top_words = top_words
-        self._condense = lambda text: condense(text, abstract_words)
-        self._vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{3,}\b",
-                                           norm=None, dtype=np.float64)
-        documents = [self._document(item) for item in corpus_items]
-        if documents:
-            self._vectorizer.fit(documents)
-            self._terms = self._vectorizer.get_feature_names_out()
-        else:
-            self._terms = None
+        corpus_items = list(corpus_items)
+        self._row_of = {item.item_id: row for row, item in enumerate(corpus_items)}
+        vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{3,}\b", norm=None,
+                                     dtype=np.float64)
+        self._terms = None
+        try:
+            documents = [f"{item.title} {condense(item.abstract, abstract_words)}" for item in corpus_items]
+            self._matrix = vectorizer.fit_transform(documents).tocsr()  # (items, vocabulary) count * idf
+            self._terms = vectorizer.get_feature_names_out()
+        except ValueError:  # no items, or no word of 3+ letters that is not a stop word
+            logger.warning("heuristic backend: the item texts have no usable words; summaries use categories only")
         logger.warning("heuristic backend: summaries are built from categories and tf-idf keywords, not by an LLM")
-
-    def _document(self, item):
-        return f"{item.title} {self._condense(item.abstract)}"
 
     def salient_words(self, items):
         """The user's ``top_words`` highest tf-idf terms (ties: alphabetical)."""
-        if self._terms is None or not items:
+        rows = [self._row_of[item.item_id] for item in items if item.item_id in self._row_of]
+        if self._terms is None or not rows:
             return []
-        row = self._vectorizer.transform([" ".join(self._document(item) for item in items)])  # (1, vocabulary)
-        scored = sorted(zip(-row.data, self._terms[row.indices]))
+        user = self._matrix[rows].sum(axis=0).A1  # (vocabulary,) = tf-idf of the user's concatenated text
+        present = user.nonzero()[0]
+        scores = user[present]
+        if len(scores) > self.top_words:  # keep the terms tied with or above the k-th score, then sort those few
+            keep = scores >= np.partition(scores, -self.top_words)[-self.top_words]
+            present, scores = present[keep], scores[keep]
+        scored = sorted(zip(-scores, self._terms[present]))
         return [str(term) for _, term in scored[: self.top_words]]
 
     def summarize(self, items):
