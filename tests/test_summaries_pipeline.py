@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from test_summaries_fakes import ChatServer, many_users_dataset, write_dataset
+from test_summaries_fakes import ITEMS, TRAIN_ROWS, ChatServer, many_users_dataset, write_dataset
 
 from recbole_embsum.cli import main
 from recbole_embsum.summaries import load_records, load_summaries, resolve_options, summarize_dataset
@@ -87,6 +87,14 @@ def test_max_users_takes_the_first_training_users(tmp_path):
     write_dataset(tmp_path)
     assert _summarize(tmp_path, "--max_users", "2") == 0
     assert list(load_summaries(tmp_path / "toy" / "toy.summaries.jsonl")) == ["U1", "U2"]
+
+
+def test_user_without_any_item_text_is_skipped_not_asked(tmp_path, capsys):
+    write_dataset(tmp_path, rows=TRAIN_ROWS + [("I9", "U9", "X1", 300, "X2", "")], items=ITEMS)
+    assert _summarize(tmp_path) == 0
+    out = capsys.readouterr().out  # U9's items X1, X2 have no line in toy.text.jsonl
+    assert "4 users, 0 cached, 3 asked, 0 failed" in out and "; 1 users skipped: none of their items has text" in out
+    assert "U9" not in load_summaries(tmp_path / "toy" / "toy.summaries.jsonl")
 
 
 def test_resume_after_kill_asks_nobody_twice(tmp_path):

@@ -60,7 +60,8 @@ def run(args):
         print(f"recbole-embsum summarize: error: {err}", file=sys.stderr)
         return 2
     print(f"{report.path}: {report.users} users, {report.cached} cached, {report.asked} asked, "
-          f"{len(report.failed)} failed ({report.backend} / {report.model}, {report.seconds:.1f}s)")
+          f"{len(report.failed)} failed ({report.backend} / {report.model}, {report.seconds:.1f}s)"
+          + (f"; {report.no_text} users skipped: none of their items has text" if report.no_text else ""))
     if report.failed:
         print("failed users (rerun the same command to retry them):")
         for user, reason in report.failed.items():

@@ -39,6 +39,7 @@ class SummaryReport:
     users: int = 0
     cached: int = 0
     asked: int = 0
+    no_text: int = 0  # users none of whose items has a line in <dataset>.text.jsonl: nothing to summarise
     failed: dict = field(default_factory=dict)  # user id -> reason
     seconds: float = 0.0
 
@@ -102,7 +103,13 @@ def summarize_dataset(data_path, dataset, options):
     report = SummaryReport(path=path, backend=backend_name, model=model, users=len(users))
 
     # Hashes first (messages are rebuilt lazily below: holding every prompt of a large dataset would not fit).
-    hashes = {user: prompts.job(user, engagements[user]).prompt_hash for user in users}
+    hashes = {}
+    for user in users:
+        job = prompts.job(user, engagements[user])
+        if job.items:
+            hashes[user] = job.prompt_hash
+    report.no_text = len(users) - len(hashes)
+    users = [user for user in users if user in hashes]
     if path.exists() and options["overwrite"]:
         logger.warning("--overwrite: replacing %s", path)
         os.remove(path)
@@ -111,8 +118,9 @@ def summarize_dataset(data_path, dataset, options):
     done = {r["user_id"] for r in records if hashes.get(r["user_id"]) == r["prompt_hash"]}
     report.cached = len(done)
     if prompts.missing_items:
-        logger.warning("%d history items have no line in %s.text.jsonl and are left out of the prompts",
-                       len(prompts.missing_items), dataset)
+        logger.warning("%d history items have no line in %s.text.jsonl and are left out of the prompts; %d users "
+                       "have no item with text and get no summary", len(prompts.missing_items), dataset,
+                       report.no_text)
     pending = (prompts.job(user, engagements[user]) for user in users if user not in done)
 
     backend = make_backend(backend_name, options, corpus_items=texts.values(), noun=template["noun"])
