@@ -8,7 +8,9 @@ import sys
 
 # Modules that add subcommands, in the order `--help` lists them.
 COMMAND_MODULES = [
+    "dataset_converters.cli",
     "recbole_embsum.summaries.cli",
+    "recbole_embsum.evaluation.cli",
 ]
 
 
