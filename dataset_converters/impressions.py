@@ -10,9 +10,11 @@
 import dataclasses
 import os
 import random
+import sys
 import zlib
 
 from .atomic import INTER_FIELDS, ITEM_FIELDS, AtomicTable, JsonlFile, format_float, prepare_output_dir, write_json
+from .reading import BadLineError
 from .stats import DatasetStats, format_table
 
 BENCHMARK_SPLITS = ("train", "valid", "test")
@@ -66,6 +68,7 @@ class ImpressionWriter:
         self._texts = JsonlFile(self.path(".text.jsonl")).__enter__()
         for split in BENCHMARK_SPLITS:
             self._table(split)
+            self.stats.split(split)  # report order: train, valid, test (then predict)
         return self
 
     def _table(self, split):
@@ -153,10 +156,16 @@ class ImpressionWriter:
         return report
 
 
-def print_report(report, folder):
-    """What a CLI prints after a conversion."""
+def run_conversion(convert, folder):
+    """Runs `convert()` for a CLI: prints the stats table, or one error line (exit status 2) for bad input."""
+    try:
+        report = convert()
+    except (FileExistsError, FileNotFoundError, BadLineError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(format_table(report))
     print(f"written to {folder}")
+    return 0
 
 
 def add_common_arguments(parser, default_name):

@@ -30,7 +30,7 @@ import sys
 import zipfile
 import zlib
 
-from .impressions import ImpressionWriter, add_common_arguments, options_from_args, print_report
+from .impressions import ImpressionWriter, add_common_arguments, options_from_args, run_conversion
 from .reading import BadLineError, LineErrors, Source, split_columns
 
 logger = logging.getLogger(__name__)
@@ -217,9 +217,8 @@ def add_arguments(parser):
 
 
 def run(args):
-    report = convert_mind(args.input, args.output, options_from_args(args), args.valid_fraction, args.variant)
-    print_report(report, os.path.join(args.output, args.name))
-    return 0
+    return run_conversion(lambda: convert_mind(args.input, args.output, options_from_args(args), args.valid_fraction, args.variant),
+                          os.path.join(args.output, args.name))
 
 
 def main(argv=None):

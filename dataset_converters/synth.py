@@ -184,7 +184,7 @@ def synth_goodreads(output, users=200, items=300, seed=0, history_mean=22, genre
     """Writes `goodreads_books_synthetic.json.gz`, `goodreads_interactions_synthetic.json.gz` and (when
     `genre_file`) `goodreads_book_genres_initial.json.gz` under `output`.
 
-    Each user rates `1..2*history_mean` books over five years, 75% from their interest genres; interest books get
+    Each user rates `1..2*history_mean` books over five years, 60% from their interest genres; interest books get
     mostly 4-5 stars, other books mostly 1-2; some ratings are 3 or 0 (shelved, not rated), which the converter drops.
     Returns the list of written paths.
     """
@@ -215,7 +215,7 @@ def synth_goodreads(output, users=200, items=300, seed=0, history_mean=22, genre
     for user in tqdm(range(users), desc="synth goodreads", disable=None):
         user_id = f"{rng.getrandbits(128):032x}"
         for _ in range(rng.randint(1, 2 * history_mean)):
-            book = world.interest_item(user) if rng.random() < 0.75 else rng.randrange(items)
+            book = world.interest_item(user) if rng.random() < 0.6 else rng.randrange(items)
             pool = (5, 5, 4, 4, 4, 4, 3, 0) if world.likes(user, book) else (1, 2, 2, 1, 3, 0, 2, 4)
             rating = rng.choice(pool)
             added = _GOODREADS_START + datetime.timedelta(seconds=rng.randrange(_GOODREADS_SPAN_DAYS * 86400))
