@@ -103,6 +103,8 @@ def test_base_url_forms():
     assert chat_completions_url("http://h:8000/v1/") == "http://h:8000/v1/chat/completions"
     assert chat_completions_url("http://h:11434") == "http://h:11434/v1/chat/completions"
     assert chat_completions_url("http://h/x/chat/completions") == "http://h/x/chat/completions"
+    with pytest.raises(ValueError, match=r"base URL 'localhost:8000/v1/chat/completions' is not an http\(s\) URL"):
+        OpenAIBackend("m", base_urls=["localhost:8000/v1"])
 
 
 def _items(*ids):

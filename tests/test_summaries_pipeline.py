@@ -46,7 +46,8 @@ def test_other_model_or_prompt_is_refused_not_mixed(tmp_path, capsys):
         template = tmp_path / "t.yaml"
         template.write_text("closing: In three sentences, what does this user like?\n", encoding="utf-8")
         assert _summarize(tmp_path, "--template", str(template)) == 2
-        assert "holds 3 summaries whose prompt differs from the one built now (e.g. user 'U1')" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "holds 3 summaries whose prompt differs from the one built now (e.g. user 'U1')" in err
         assert path.read_bytes() == before
         other = tmp_path / "llm.jsonl"
         assert _summarize(tmp_path, "--backend", "openai", "--model", "m", "--base_url", server.base_url,

@@ -17,6 +17,7 @@ import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -137,6 +138,10 @@ class OpenAIBackend:
         base_urls = list(base_urls) or [os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL]
         self.model = model
         self.urls = [chat_completions_url(url) for url in base_urls]
+        for url in self.urls:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"base URL {url!r} is not an http(s) URL like http://localhost:8000/v1")
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self.concurrency = concurrency
         self.max_retries = max_retries
@@ -219,7 +224,8 @@ class OpenAIBackend:
                 logger.debug("retry %d/%d in %.2fs after %s", attempt + 1, self.max_retries, delay, last_error)
                 self._sleep(delay)
         attempts = self.max_retries + 1
-        raise RetriesExhausted(f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}; last error: {last_error}")
+        plural = "s" if attempts > 1 else ""
+        raise RetriesExhausted(f"gave up after {attempts} attempt{plural}; last error: {last_error}")
 
     def _answer(self, job):
         try:
