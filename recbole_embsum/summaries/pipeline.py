@@ -104,7 +104,7 @@ def summarize_dataset(data_path, dataset, options):
 
     # Hashes first (messages are rebuilt lazily below: holding every prompt of a large dataset would not fit).
     hashes = {}
-    for user in users:
+    for user in tqdm(users, desc="building prompts", unit="user", mininterval=1.0, leave=False):
         job = prompts.job(user, engagements[user])
         if job.items:
             hashes[user] = job.prompt_hash
