@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "dataset_converters.cli",
     "recbole_embsum.summaries.cli",
     "recbole_embsum.evaluation.cli",
+    "recbole_embsum.serving.cli",
 ]
 
 
