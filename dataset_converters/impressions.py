@@ -57,7 +57,9 @@ class ImpressionWriter:
     def __init__(self, output, options, source):
         self.options = options
         self.folder = prepare_output_dir(output, options.name, options.overwrite)
-        self.stats = DatasetStats(source, dataclasses.asdict(options))
+        recorded = dataclasses.asdict(options)
+        del recorded["overwrite"]  # not a property of the output: same input + options -> same bytes
+        self.stats = DatasetStats(source, recorded)
         self._tables = {}
 
     def path(self, suffix):

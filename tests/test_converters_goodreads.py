@@ -1,0 +1,129 @@
+"""Goodreads converter: rating rule, time split, histories, genres, bad lines, determinism (hand-written data)."""
+import csv
+import datetime
+import gzip
+import json
+import os
+
+import pytest
+
+from dataset_converters.goodreads import convert_goodreads, main, parse_date
+from dataset_converters.impressions import ConvertOptions
+from dataset_converters.reading import BadLineError
+
+UTC = datetime.timezone.utc
+# (user, book, rating, date_updated); local times, the UTC equivalents are in T below.
+RATINGS = [
+    ("A", "10", 5, "Mon Jan 02 10:00:00 -0800 2017"),
+    ("A", "30", 3, "Mon Jan 02 11:00:00 -0800 2017"),  # 3: dropped
+    ("A", "20", 1, "Tue Jan 03 10:00:00 -0800 2017"),
+    ("B", "20", 0, "Tue Jan 03 12:00:00 +0100 2017"),  # 0: dropped
+    ("A", "40", 4, "Wed Jan 04 10:00:00 -0800 2017"),
+    ("B", "30", 5, "Thu Jan 05 10:00:00 +0100 2017"),
+    ("B", "99", 5, "Thu Jan 05 11:00:00 +0100 2017"),  # book 99 is not in the books file: dropped
+    ("A", "30", 2, "Fri Jan 06 10:00:00 -0800 2017"),
+    ("B", "10", 5, "Sat Jan 07 10:00:00 +0100 2017"),
+    ("A", "20", 4, "Sun Jan 08 10:00:00 -0800 2017"),
+    ("B", "40", 1, "Mon Jan 09 10:00:00 +0100 2017"),
+]
+T = {day: int(datetime.datetime(2017, 1, day, hour, tzinfo=UTC).timestamp())
+     for day, hour in ((2, 18), (3, 18), (4, 18), (5, 9), (6, 18), (7, 9), (8, 18), (9, 9))}
+BOOKS = [("10", '"Leading" quote title', "A description\nover two lines"), ("20", "Zwanzig — ü", ""),
+         ("30", "Thirty", "d30"), ("40", "Forty", "d40")]
+
+
+def write_goodreads(folder, ratings=RATINGS, genres=None, extra_lines=()):
+    os.makedirs(folder, exist_ok=True)
+    lines = [json.dumps({"user_id": u, "book_id": b, "review_id": "r", "is_read": r > 0, "rating": r,
+                         "date_added": "Sun Jan 01 00:00:00 +0000 2017", "date_updated": d, "read_at": "",
+                         "started_at": ""}) for u, b, r, d in ratings] + list(extra_lines)
+    with gzip.open(os.path.join(folder, "goodreads_interactions_poetry.json.gz"), "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(folder, "goodreads_books_poetry.json"), "w", encoding="utf-8") as f:
+        for book, title, description in BOOKS:
+            f.write(json.dumps({"book_id": book, "title": title, "description": description,
+                                "popular_shelves": []}) + "\n")
+    if genres is not None:
+        with open(os.path.join(folder, "goodreads_book_genres_initial.json"), "w", encoding="utf-8") as f:
+            for book, votes in genres.items():
+                f.write(json.dumps({"book_id": book, "genres": votes}) + "\n")
+    return str(folder)
+
+
+def convert(raw, out, **options):
+    # 8 kept ratings: valid starts at the 5th time (quantile 0.5), test at the 7th (quantile 0.75)
+    return convert_goodreads(raw, out, ConvertOptions(name="goodreads", **options), valid_start=0.5, test_start=0.75)
+
+
+def rows(folder, split):
+    with open(folder / f"goodreads.{split}.inter", encoding="utf-8", newline="") as f:
+        return list(csv.reader(f, delimiter="\t"))[1:]
+
+
+def test_parse_date_uses_the_offset():
+    assert parse_date("Mon Aug 01 13:41:57 -0700 2011") == datetime.datetime(2011, 8, 1, 20, 41, 57,
+                                                                              tzinfo=UTC).timestamp()
+
+
+def test_rating_rule_time_split_and_histories(tmp_path):
+    report = convert(write_goodreads(tmp_path / "raw"), tmp_path / "out")
+    folder = tmp_path / "out" / "goodreads"
+    assert rows(folder, "train") == [
+        ["train-A", "A", "10", "1", str(T[2]), "", "20"],
+        ["train-A", "A", "40", "1", str(T[4]), "10", "20"],
+        ["train-B", "B", "30", "1", str(T[5]), "", ""],
+    ]
+    assert rows(folder, "valid") == [
+        ["valid-A", "A", "30", "0", str(T[6]), "10 40", ""],
+        ["valid-B", "B", "10", "1", str(T[7]), "30", ""],
+    ]
+    assert rows(folder, "test") == [
+        ["test-A", "A", "20", "1", str(T[8]), "10 40", ""],
+        ["test-B", "B", "40", "0", str(T[9]), "30 10", ""],
+    ]
+    assert report["dropped_ratings"] == {"rating_3": 1, "rating_0": 1}
+    assert report["unknown_ids"] == {"interaction": {"count": 1, "examples": ["99"]}}
+    assert report["valid_start"] == "2017-01-06T18:00:00+00:00" and report["test_start"] == "2017-01-08T18:00:00+00:00"
+    assert report["splits"]["train"]["negatives"] == 1 and report["splits"]["test"]["positives"] == 1
+
+
+def test_genre_from_file_name_or_genre_file_and_exact_text(tmp_path):
+    convert(write_goodreads(tmp_path / "raw"), tmp_path / "out")
+    with open(tmp_path / "out" / "goodreads" / "goodreads.item", encoding="utf-8") as f:
+        assert f.read().splitlines()[1:] == ["10\tpoetry\t", "20\tpoetry\t", "30\tpoetry\t", "40\tpoetry\t"]
+    with open(tmp_path / "out" / "goodreads" / "goodreads.text.jsonl", encoding="utf-8") as f:
+        first = json.loads(f.readline())
+    assert first["title"] == '"Leading" quote title' and first["abstract"] == "A description\nover two lines"
+    convert(write_goodreads(tmp_path / "raw2", genres={"10": {"poetry": 5, "fiction": 9, "art": 5}}),
+            tmp_path / "out2")
+    with open(tmp_path / "out2" / "goodreads" / "goodreads.item", encoding="utf-8") as f:
+        assert f.read().splitlines()[1:3] == ["10\tfiction\tart", "20\tpoetry\t"]  # tie 5/5 -> by name
+
+
+@pytest.mark.parametrize("line, field", [
+    ('{"user_id": "A", "book_id": "10", "rating": 5', "(json)"),
+    ('{"user_id": "A", "book_id": "10", "rating": "five", "date_updated": "Mon Jan 02 10:00:00 -0800 2017"}',
+     "rating"),
+    ('{"user_id": "A", "book_id": "10", "rating": 5, "date_updated": "2017-01-02"}', "date_updated"),
+    ('{"user_id": "", "book_id": "10", "rating": 5, "date_updated": "Mon Jan 02 10:00:00 -0800 2017"}', "user_id"),
+])
+def test_bad_line_names_file_line_and_field(tmp_path, line, field):
+    raw = write_goodreads(tmp_path / "raw", extra_lines=[line])
+    with pytest.raises(BadLineError) as info:
+        convert(raw, tmp_path / "out")
+    assert (info.value.field, info.value.line_no) == (field, len(RATINGS) + 1)
+    assert info.value.source.endswith("goodreads_interactions_poetry.json.gz")
+    report = convert(raw, tmp_path / "lenient", skip_bad_lines=True)
+    assert list(report["bad_lines"].values()) == [1]
+
+
+def test_cli_overwrite_and_determinism(tmp_path, synth_goodreads_raw, capsys):
+    args = ["--input", synth_goodreads_raw, "--output", str(tmp_path / "a")]
+    assert main(args) == 0
+    assert "# positive" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    first = {n: (tmp_path / "a" / "goodreads" / n).read_bytes() for n in os.listdir(tmp_path / "a" / "goodreads")}
+    assert main(args + ["--overwrite"]) == 0
+    again = {n: (tmp_path / "a" / "goodreads" / n).read_bytes() for n in os.listdir(tmp_path / "a" / "goodreads")}
+    assert first == again and len(first) == 6

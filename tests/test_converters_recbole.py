@@ -1,0 +1,59 @@
+"""The converted synthetic datasets load in RecBole with the packaged dataset yaml, for a baseline and SASRec."""
+import pytest
+
+from conftest import GOODREADS_YAML, MIND_YAML
+
+
+def _load(model, data, yaml_path):
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_embsum.evaluation.metrics import register_metrics
+
+    register_metrics()  # the dataset yaml names the per-impression metrics
+    data_path, name = data
+    config = Config(model=model, dataset=name, config_file_list=[yaml_path],
+                    config_dict={"data_path": data_path, "show_progress": False})
+    dataset = create_dataset(config)
+    return config, dataset, data_preparation(config, dataset)
+
+
+def _count_rows(path):
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f) - 1
+
+
+@pytest.mark.parametrize("model, data_fixture, yaml_path", [
+    ("Pop", "mind_dataset", MIND_YAML),
+    ("BPR", "mind_dataset", MIND_YAML),
+    ("SASRec", "mind_dataset_no_empty", MIND_YAML),
+    ("SASRec", "goodreads_dataset", GOODREADS_YAML),
+])
+def test_converted_data_loads_with_packaged_yaml(request, model, data_fixture, yaml_path):
+    data = request.getfixturevalue(data_fixture)
+    config, dataset, (train, valid, test) = _load(model, data, yaml_path)
+    data_path, name = data
+    for split, loader in (("train", train), ("valid", valid), ("test", test)):
+        assert len(loader.dataset) == _count_rows(f"{data_path}/{name}/{name}.{split}.inter")
+    assert config["eval_args"]["mode"] == {"valid": "labeled", "test": "labeled"}
+    assert dataset.field2seqlen["item_id_list"] <= config["MAX_ITEM_LIST_LENGTH"]
+    batch = next(iter(train)).interaction
+    assert set(batch) >= {"impression_id", "user_id", "item_id", "label", "item_id_list", "neg_items", "category"}
+    assert batch["label"].eq(1).all()  # train rows are clicks only
+    # One item vocabulary: history and negative ids decode to the same raw ids as item_id.
+    vocab = dataset.field2id_token["item_id"]
+    for field in ("item_id_list", "neg_items"):
+        assert dataset.field2id_token[field] is vocab or (dataset.field2id_token[field] == vocab).all()
+    raw_train = open(f"{data_path}/{name}/{name}.train.inter", encoding="utf-8").read().splitlines()[1]
+    cells = raw_train.split("\t")
+    first = dataset.inter_feat[0]
+    assert vocab[first["item_id"].item()] == cells[2]
+    assert [vocab[i] for i in first["neg_items"].tolist() if i] == cells[6].split()
+    assert [vocab[i] for i in first["item_id_list"].tolist() if i] == cells[5].split()
+
+
+def test_empty_history_rows_are_gone_when_dropped(mind_dataset, mind_dataset_no_empty):
+    _, dataset, _ = _load("SASRec", mind_dataset_no_empty, MIND_YAML)
+    assert dataset.inter_feat["item_length"].min().item() >= 1
+    _, kept, _ = _load("Pop", mind_dataset, MIND_YAML)
+    assert (kept.inter_feat["item_id_list"] != 0).sum(dim=1).min().item() == 0
