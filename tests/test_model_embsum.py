@@ -1,28 +1,24 @@
 """EmbSum inside RecBole on a tiny converted-MIND-like dataset: shapes, gradients, learning, ablations, caches,
 save/reload and the offline/pretrained backbone paths. Tiny T5 (d_model 32, 1 layer, ~300-token vocabulary)."""
+import itertools
 import json
 import os
-import random
+import shutil
 
 import pytest
 import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 from recbole_embsum.model import EmbSum
-from recbole_embsum.model.backbone import TOKENIZER_META, tokenizer_cache_dir
+from recbole_embsum.model.backbone import TOKENIZER_META, build_scratch_t5, tokenizer_cache_dir
 from recbole_embsum.model.losses import IGNORE_INDEX
 
 MODEL_YAML = os.path.join(os.path.dirname(__file__), "..", "properties", "model", "EmbSum.yaml")
-TOPICS = {
-    "sports": ["goal", "coach", "season", "league", "stadium", "champion"],
-    "finance": ["stocks", "market", "bank", "bonds", "economy", "shares"],
-    "travel": ["flight", "hotel", "beach", "cruise", "island", "café"],
-}
-N_ITEMS_PER_TOPIC = 8
-INTER_HEADER = ["impression_id:token", "user_id:token", "item_id:token", "label:float", "timestamp:float",
-                "item_id_list:token_seq", "neg_items:token_seq"]
+MIND_YAML = os.path.join(os.path.dirname(__file__), "..", "properties", "dataset", "mind.yaml")
 TINY = {
     "plm_init": "scratch",
     "plm_config": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16},
@@ -31,98 +27,54 @@ TINY = {
     "cpe_codes": 2,
     "session_size": 2,
     "session_max_tokens": 256,
-    "summary_max_tokens": 48,
+    "summary_max_tokens": 24,
+    "title_max_tokens": 8,
+    "abstract_max_tokens": 12,
+    "train_neg_num": 3,
     "MAX_ITEM_LIST_LENGTH": 6,
     "train_batch_size": 8,
     "eval_batch_size": 64,
-    "item_encode_batch_size": 8,
+    "item_encode_batch_size": 16,
+    "metrics": ["AUC"],
+    "valid_metric": "AUC",
+    "seed": 0,
+    "reproducibility": True,
+    "show_progress": False,
+    "state": "WARNING",
 }
 
 
-def _item_text(index):
-    topic = list(TOPICS)[index // N_ITEMS_PER_TOPIC]
-    rng = random.Random(index)
-    words = TOPICS[topic]
-    return {"item_id": f"N{index}", "title": " ".join(rng.choices(words, k=4)),
-            "abstract": " ".join(rng.choices(words, k=12)), "category": topic, "subcategory": topic + "-sub"}
-
-
-def write_tiny_mind(folder, name="mind", users=8, summaries_for=6, seed=0):
-    """Converted-MIND-like benchmark files (design.md): each user likes one topic; clicks come from it."""
-    rng = random.Random(seed)
-    os.makedirs(folder, exist_ok=True)
-    n_items = N_ITEMS_PER_TOPIC * len(TOPICS)
-    with open(os.path.join(folder, f"{name}.text.jsonl"), "w", encoding="utf-8") as handle:
-        for index in range(n_items):
-            handle.write(json.dumps(_item_text(index), ensure_ascii=False) + "\n")
-    with open(os.path.join(folder, f"{name}.item"), "w", encoding="utf-8") as handle:
-        handle.write("item_id:token\tcategory:token\n")
-        for index in range(n_items):
-            handle.write(f"N{index}\t{_item_text(index)['category']}\n")
-    splits = {"train": [], "valid": [], "test": []}
-    summaries = []
-    impression = 0
-    for user in range(users):
-        topic = user % len(TOPICS)
-        liked = [f"N{topic * N_ITEMS_PER_TOPIC + j}" for j in range(N_ITEMS_PER_TOPIC)]
-        others = [f"N{i}" for i in range(n_items) if f"N{i}" not in liked]
-        history = rng.sample(liked, rng.randint(2, 5)) if user else []  # user 0 has no history
-        if user < summaries_for:
-            summaries.append({"user_id": f"U{user}", "summary": f"The user reads about {list(TOPICS)[topic]}.",
-                              "backend": "test", "model": "test", "prompt_hash": "0"})
-        for split, rounds in (("train", 3), ("valid", 1), ("test", 1)):
-            for _ in range(rounds):
-                impression += 1
-                click, negatives = rng.choice(liked), rng.sample(others, rng.randint(1, 4))
-                if split == "train":
-                    splits[split].append([f"I{impression}", f"U{user}", click, "1", str(impression),
-                                          " ".join(history), " ".join(negatives)])
-                else:
-                    for item, label in [(click, "1")] + [(n, "0") for n in negatives]:
-                        splits[split].append([f"I{impression}", f"U{user}", item, label, str(impression),
-                                              " ".join(history), ""])
-    for split, rows in splits.items():
-        with open(os.path.join(folder, f"{name}.{split}.inter"), "w", encoding="utf-8") as handle:
-            handle.write("\t".join(INTER_HEADER) + "\n")
-            handle.writelines("\t".join(row) + "\n" for row in rows)
-    with open(os.path.join(folder, f"{name}.summaries.jsonl"), "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(record) + "\n" for record in summaries)
-
-
-def dataset_settings(data_root):
-    """The dataset yaml's settings (design.md) for the tiny files."""
-    return {
-        "data_path": str(data_root),
-        "benchmark_filename": ["train", "valid", "test"],
-        "alias_of_item_id": ["item_id_list", "neg_items"],
-        "load_col": {"inter": ["impression_id", "user_id", "item_id", "label", "timestamp", "item_id_list",
-                               "neg_items"]},
-        "encoding": "utf-8",
-        "eval_args": {"order": "TO", "mode": "labeled"},
-        "train_neg_sample_args": None,
-        "metrics": ["AUC"],
-        "valid_metric": "AUC",
-        "title_max_tokens": 6,
-        "abstract_max_tokens": 10,
-        "train_neg_num": 3,
-        "item_template": "News Title: {title}; News Abstract: {abstract}; News Category: {category}",
-        "seed": 0,
-        "reproducibility": True,
-        "show_progress": False,
-        "state": "WARNING",
-    }
+def copy_with_summaries(source_root, target_root):
+    """Copy the converted synthetic MIND (the shared fixture is read-only; the tokenizer cache is written beside
+    the data) and write a summary for every other user, naming the categories of the user's history."""
+    shutil.copytree(os.path.join(source_root, "mind"), os.path.join(target_root, "mind"))
+    folder = os.path.join(target_root, "mind")
+    with open(os.path.join(folder, "mind.text.jsonl"), encoding="utf-8") as handle:
+        category = {record["item_id"]: record["category"] for record in map(json.loads, handle)}
+    histories = {}
+    with open(os.path.join(folder, "mind.train.inter"), encoding="utf-8") as handle:
+        next(handle)
+        for line in handle:
+            cells = line.rstrip("\n").split("\t")
+            histories[cells[1]] = cells[5].split()
+    with open(os.path.join(folder, "mind.summaries.jsonl"), "w", encoding="utf-8") as handle:
+        for user in sorted(histories)[::2]:
+            topics = sorted({category[item] for item in histories[user]}) or ["nothing yet"]
+            handle.write(json.dumps({"user_id": user, "summary": "The user reads about " + ", ".join(topics) + ".",
+                                     "backend": "test", "model": "test", "prompt_hash": "0"}) + "\n")
+    return {user for user in sorted(histories)[::2]}
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_tiny_mind(root / "mind")
+def data_root(tmp_path_factory, mind_dataset):
+    root = tmp_path_factory.mktemp("embsum_data")
+    copy_with_summaries(mind_dataset[0], root)
     return root
 
 
 def make_config(data_root, **overrides):
-    return Config(model=EmbSum, dataset="mind", config_file_list=[MODEL_YAML],
-                  config_dict={**dataset_settings(data_root), **TINY, "device": "cpu", **overrides})
+    return Config(model=EmbSum, dataset="mind", config_file_list=[MODEL_YAML, MIND_YAML],
+                  config_dict={"data_path": str(data_root), **TINY, "device": "cpu", **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +109,8 @@ def test_item_token_table_is_built_once_with_sos_and_caps(prepared):
     assert "item_tokens" not in model.state_dict()  # non-persistent buffer, rebuilt from data
     raw = prepared[1].field2id_token["item_id"][3]
     text = model.tokenizer.decode(model.item_tokens[3, : model.item_token_lengths[3]], skip_special_tokens=True)
-    record = _item_text(int(raw[1:]))
+    with open(os.path.join(prepared[0]["data_path"], "mind.text.jsonl"), encoding="utf-8") as handle:
+        record = next(r for r in map(json.loads, handle) if r["item_id"] == raw)
     assert text.startswith("News Title: ") and f"News Category: {record['category']}" in text
     assert model.item_token_lengths.max() <= TINY["session_max_tokens"] // TINY["session_size"]
 
@@ -175,15 +128,16 @@ def test_tokenizer_cache_written_once_and_vocab_mismatch_is_reported(prepared, d
 
 def test_summaries_are_tokenized_for_users_that_have_one(prepared):
     model = make_model(prepared)
-    tokens = prepared[1].field2id_token["user_id"]
-    assert model.n_summaries == 6
+    tokens = list(prepared[1].field2id_token["user_id"])
+    with open(os.path.join(prepared[0]["data_path"], "mind.summaries.jsonl"), encoding="utf-8") as handle:
+        summaries = {r["user_id"]: r["summary"] for r in map(json.loads, handle)}
+    assert 0 < model.n_summaries == len(set(summaries) & set(tokens)) < len(tokens) - 1
     for uid, raw in enumerate(tokens):
-        has = raw != "[PAD]" and int(raw[1:]) < 6
-        assert bool(model.summary_lengths[uid] > 0) == has
-    uid = list(tokens).index("U1")
-    ids = model.summary_tokens[uid, : model.summary_lengths[uid]]
+        assert bool(model.summary_lengths[uid] > 0) == (raw in summaries)
+    raw = sorted(set(summaries) & set(tokens))[0]
+    ids = model.summary_tokens[tokens.index(raw), : model.summary_lengths[tokens.index(raw)]]
     assert ids[-1] == model.tokenizer.eos_token_id
-    assert "finance" in model.tokenizer.decode(ids, skip_special_tokens=True)
+    assert model.tokenizer.decode(ids, skip_special_tokens=True) == summaries[raw]
 
 
 # ------------------------------------------------------------------------------------------------------ shapes
@@ -258,7 +212,7 @@ def test_decoder_gets_gradient_through_global_vector_without_summary_loss(prepar
 def test_loss_falls_on_synthetic_data(prepared):
     model = make_model(prepared)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    batches = list(prepared[2])
+    batches = list(itertools.islice(prepared[2], 3))
 
     def total():
         torch.manual_seed(1)  # the same negatives each time
@@ -267,7 +221,7 @@ def test_loss_falls_on_synthetic_data(prepared):
 
     model.train()
     before = total()
-    for _ in range(6):
+    for _ in range(8):
         for batch in batches:
             optimizer.zero_grad()
             sum(model.calculate_loss(batch)).backward()
@@ -282,7 +236,7 @@ def test_negative_sampling_is_deterministic_under_torch_seed(prepared):
     first = model.calculate_loss(batch)
     torch.manual_seed(5)
     again = model.calculate_loss(batch)
-    assert [float(x) for x in first] == [float(x) for x in again]
+    assert [x.item() for x in first] == [x.item() for x in again]
 
 
 # ------------------------------------------------------------------------------------------------ ablations
@@ -434,22 +388,33 @@ def test_empty_history_row_gets_finite_scores(prepared):
 
 # -------------------------------------------------------------------------------------------------- backbone
 def test_pretrained_path_loads_a_local_model_and_adds_sos(prepared, tmp_path):
-    scratch = make_model(prepared)
-    plain = scratch.tokenizer.__class__.from_pretrained(tokenizer_cache_dir(prepared[0]["data_path"], "mind"))
+    """``plm_init: pretrained`` with a local folder (as with a hub name): a tokenizer without [SOS] gains it and the
+    embedding matrix grows to hold it; the saved weights are used."""
+    text = Tokenizer(models.Unigram())
+    text.pre_tokenizer = pre_tokenizers.Metaspace()
+    text.train_from_iterator(["News Title: goal coach season stocks market bank"] * 20,
+                             trainer=trainers.UnigramTrainer(vocab_size=60, special_tokens=["<pad>", "</s>", "<unk>"],
+                                                             unk_token="<unk>"))
+    plain = PreTrainedTokenizerFast(tokenizer_object=text, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    t5 = build_scratch_t5(plain, TINY["plm_config"])
     local = tmp_path / "tiny-t5"
     plain.save_pretrained(local)
-    scratch.t5.save_pretrained(local)
+    t5.save_pretrained(local)
     model = make_model(prepared, plm_init="pretrained", plm=str(local))
-    assert model.tokenizer.convert_tokens_to_ids("[SOS]") == scratch.tokenizer.convert_tokens_to_ids("[SOS]")
-    torch.testing.assert_close(model.t5.shared.weight, scratch.t5.shared.weight)
+    sos = model.tokenizer.convert_tokens_to_ids("[SOS]")
+    assert sos == len(plain) and model.t5.shared.weight.shape[0] == len(plain) + 1
+    torch.testing.assert_close(model.t5.shared.weight[: len(plain)], t5.shared.weight)
+    assert (model.item_tokens[:, 0] == sos).all()
+    with pytest.raises(ValueError, match="plm_init must be one of"):
+        make_model(prepared, plm_init="download")
 
 
 def test_missing_item_text_names_the_file(prepared, tmp_path):
-    folder = tmp_path / "mind"
-    write_tiny_mind(folder)
-    text = folder / "mind.text.jsonl"
-    lines = text.read_text(encoding="utf-8").splitlines()
-    text.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+    shutil.copytree(prepared[0]["data_path"], tmp_path / "mind")
+    text = tmp_path / "mind" / "mind.text.jsonl"
+    dropped = prepared[1].field2id_token["item_id"][1]
+    lines = [line for line in text.read_text(encoding="utf-8").splitlines() if f'"{dropped}"' not in line]
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
     config = make_config(tmp_path)
     with pytest.raises(ValueError, match=r"mind\.text\.jsonl: no text for 1 of"):
         EmbSum(config, create_dataset(config))
