@@ -1,0 +1,143 @@
+"""`export` of a tiny offline EmbSum built on the converted synthetic MIND fixture: scores from the export equal the
+model's own `predict`; resuming; cold-start items/users embedded from text and history alone; stored summaries."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+
+from recbole_embsum.model import EmbSum
+from recbole_embsum.serving.export import export_model
+from recbole_embsum.serving.layout import MANIFEST_FILE, shard_name
+from recbole_embsum.serving.store import EmbeddingStore
+
+from conftest import MIND_YAML, REPO_ROOT
+
+MODEL_YAML = os.path.join(REPO_ROOT, "properties", "model", "EmbSum.yaml")
+TINY = {
+    "plm_init": "scratch",
+    "plm_config": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16},
+    "tokenizer_vocab_size": 300,
+    "upe_codes": 4,
+    "cpe_codes": 2,
+    "session_size": 2,
+    "session_max_tokens": 64,
+    "summary_max_tokens": 8,
+    "MAX_ITEM_LIST_LENGTH": 6,
+    "seq_len": {"item_id_list": 6},
+    "eval_batch_size": 4096,
+    "metrics": ["AUC"],
+    "valid_metric": "AUC",
+    "device": "cpu",
+    "state": "WARNING",
+    "show_progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def built(mind_dataset, tmp_path_factory):
+    """(config, dataset, test loader, model, data folder) for a randomly initialised tiny EmbSum."""
+    source, name = mind_dataset
+    root = tmp_path_factory.mktemp("serving_data")
+    shutil.copytree(os.path.join(source, name), root / name)  # the model caches its tokenizer next to the data
+    config = Config(model=EmbSum, dataset=name, config_file_list=[MIND_YAML, MODEL_YAML],
+                    config_dict={"data_path": str(root), **TINY})
+    dataset = create_dataset(config)
+    _, _, test = data_preparation(config, dataset)
+    torch.manual_seed(0)
+    model = EmbSum(config, dataset).eval()
+    return config, dataset, test, model, root / name
+
+
+@pytest.fixture(scope="module")
+def exported(built, tmp_path_factory):
+    config, dataset, _, model, _ = built
+    folder = tmp_path_factory.mktemp("export")
+    export_model(model, config, dataset, str(folder), batch_size=16, shard_rows=64, summaries=True)
+    return folder
+
+
+def test_export_scores_equal_model_predict(built, exported):
+    config, dataset, test, model, _ = built
+    store = EmbeddingStore(exported)
+    assert store.n_items == len(dataset.field2id_token["item_id"]) - 1
+    batch = next(iter(test))[0]
+    with torch.no_grad():
+        predicted = model.predict(batch)  # [R]
+    users = dataset.field2id_token["user_id"][batch["user_id"].numpy()]
+    items = dataset.field2id_token["item_id"][batch["item_id"].numpy()]
+    # MIND's history is fixed within a split, so each test row's history is its user's latest one (exported).
+    rows = {}
+    for r, user in enumerate(users):
+        rows.setdefault(str(user), []).append(r)
+    assert len(rows) > 20
+    for user, picked in rows.items():
+        torch.testing.assert_close(store.score(user, [str(items[r]) for r in picked]), predicted[picked],
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_stored_summaries_are_the_models_generated_ones(built, exported):
+    _, dataset, test, model, _ = built
+    batch = next(iter(test))[0]
+    user = str(dataset.field2id_token["user_id"][int(batch["user_id"][0])])
+    seq, seq_len = batch["item_id_list"][:1], batch["item_length"][:1]
+    assert EmbeddingStore(exported).summary(user) == model.generate_summary(seq, seq_len)[0]
+
+
+def test_rerun_skips_finished_shards_and_a_complete_export(built, exported, tmp_path):
+    config, dataset, _, model, _ = built
+    folder = tmp_path / "copy"
+    shutil.copytree(exported, folder)
+    stamps = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder)}
+    export_model(model, config, dataset, str(folder), batch_size=16, shard_rows=64, summaries=True)
+    assert {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder)} == stamps  # nothing redone
+
+    os.unlink(folder / MANIFEST_FILE)  # as if killed while writing items shard 1
+    os.unlink(folder / shard_name("items", 1))
+    export_model(model, config, dataset, str(folder), batch_size=16, shard_rows=64, summaries=True)
+    after = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder)}
+    assert after[shard_name("items", 0)] == stamps[shard_name("items", 0)]
+    assert after[shard_name("users", 0)] == stamps[shard_name("users", 0)]
+    assert shard_name("items", 1) in after
+    store, reference = EmbeddingStore(folder), EmbeddingStore(exported)
+    user = reference.folders[0].ids["users"][0]
+    items = reference.folders[0].ids["items"]
+    torch.testing.assert_close(store.score(user, items), reference.score(user, items))
+
+    with pytest.raises(FileExistsError, match="holds another export"):
+        export_model(model, config, dataset, str(folder), batch_size=16, shard_rows=32)
+
+
+def test_cold_start_items_and_users_from_text_and_history(built, exported, tmp_path):
+    config, dataset, _, model, data_folder = built
+    texts = [json.loads(line) for line in open(data_folder / "mind.text.jsonl", encoding="utf-8")][:3]
+    # Unseen ids whose text copies known items: the same tokens must give the same embeddings.
+    news = tmp_path / "news.tsv"
+    news.write_text("".join(f"NEW{i}\t{t['category']}\t{t['subcategory']}\t{t['title']}\t{t['abstract']}\turl\t[]\t[]\n"
+                            for i, t in enumerate(texts)), encoding="utf-8")
+    known = [t["item_id"] for t in texts]
+    behaviors = tmp_path / "behaviors.tsv"
+    behaviors.write_text(
+        f"1\tUNEW\t11/15/2019 8:00:00 AM\t{known[0]}\t{known[1]}-1\n"
+        f"2\tUNEW\t11/15/2019 9:00:00 AM\tNEW0 {known[1]} GONE NEW2\t{known[1]}-1 NEW1-0\n"  # latest one is used
+        f"3\tUOLD\t11/15/2019 9:00:00 AM\t{known[2]}\t{known[1]}-1\n", encoding="utf-8")
+    cold = tmp_path / "cold"
+    export_model(model, config, dataset, str(cold), items_file=str(news), users_file=str(behaviors), batch_size=2)
+    store = EmbeddingStore(exported, cold)
+    assert store.folders[1].ids == {"items": ["NEW0", "NEW1", "NEW2"], "users": ["UNEW", "UOLD"]}
+
+    torch.testing.assert_close(store.item_poly(["NEW0", "NEW1", "NEW2"]), store.item_poly(known))
+    ids = dataset.field2token_id["item_id"]
+    history = torch.tensor([[ids[known[0]], ids[known[1]], ids[known[2]]]])  # "GONE" is unknown: dropped
+    with torch.no_grad():
+        expected_user = model.user_poly_embeddings(history, torch.tensor([3]))[0]
+    torch.testing.assert_close(store.user_poly("UNEW"), expected_user, rtol=1e-5, atol=1e-5)
+    candidates = ["NEW1", known[0]]
+    with torch.no_grad():
+        poly = model.item_poly_embeddings(torch.tensor([ids[known[1]], ids[known[0]]]))
+        expected = model.scorer.score_pairs(expected_user.expand(2, -1, -1), poly)
+    torch.testing.assert_close(store.score("UNEW", candidates), expected, rtol=1e-5, atol=1e-5)
+    assert model.item_tokens.size(0) == len(dataset.field2id_token["item_id"])  # the model's table is restored
