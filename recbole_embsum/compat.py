@@ -132,6 +132,25 @@ def install_checkpoint_loading():
     recbole.quick_start.load_data_and_model = patched
 
 
+# --- 3. Sequential CE models refuse RecBole's own default negative sampling --------------------------------------------
+# overall.yaml samples one uniform negative per training row (what BPR and other pairwise models need), but Config
+# raises "train_neg_sample_args [...] should be None when the loss_type is CE" for a sequential model trained with
+# CE (SASRec, GRU4Rec, BERT4Rec ... by default), so `run_recbole --model=SASRec` fails unless the user turns sampling
+# off by hand. Called at the end of Config._load_internal_config_dict (registry.py), it turns the *default* off for
+# exactly those models; a value the user set (yaml, config_dict, command line) is never touched.
+def default_negative_sampling(config):
+    """Set internal ``train_neg_sample_args`` to None for a sequential CE model the user left at RecBole's default."""
+    from recbole.utils import ModelType
+
+    if "train_neg_sample_args" in config.external_config_dict:
+        return
+    if getattr(config.model_class, "type", None) != ModelType.SEQUENTIAL or hasattr(config.model_class, "input_type"):
+        return
+    loss_type = config.external_config_dict.get("loss_type", config.internal_config_dict.get("loss_type"))
+    if loss_type == "CE":
+        config.internal_config_dict["train_neg_sample_args"] = None
+
+
 def apply():
     """Install every workaround (idempotent)."""
     install_model_lookup()

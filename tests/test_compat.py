@@ -74,3 +74,24 @@ def test_patches_are_idempotent():
     compat.apply()
     recbole_embsum.register()
     assert recbole.trainer.trainer.Trainer.evaluate is evaluate
+
+
+# --- default negative sampling for sequential CE models ---------------------------------------------------------------
+def test_recbole_alone_refuses_sasrec_with_its_own_default_sampling(tmp_path, monkeypatch):
+    # Needed: without the default, Config raises for SASRec (CE loss) on any dataset that keeps overall.yaml's sampling.
+    monkeypatch.setattr(compat, "default_negative_sampling", lambda config: None)
+    with pytest.raises(ValueError, match="should be None when the loss_type is CE"):
+        Config(model="SASRec", dataset="mind", config_dict={"data_path": str(tmp_path)})
+
+
+def test_sampling_default_fits_each_model_and_never_overrides_the_user(tmp_path):
+    def sampling(model, **extra):
+        config = Config(model=model, dataset="mind", config_dict={"data_path": str(tmp_path), **extra})
+        return config["train_neg_sample_args"]["distribution"]
+
+    assert sampling("SASRec") == "none"  # CE over all items
+    assert sampling("BPR") == "uniform"  # pairwise: one sampled negative per click
+    assert sampling("EmbSum") == "none"  # the impression's own negatives (EmbSum.yaml)
+    assert sampling("SASRec", loss_type="BPR") == "uniform"
+    user_choice = {"distribution": "popularity", "sample_num": 2, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
+    assert sampling("BPR", train_neg_sample_args=user_choice) == "popularity"

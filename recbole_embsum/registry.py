@@ -1,0 +1,78 @@
+"""How RecBole finds our model, trainer, metrics, collector and packaged yaml defaults, without editing RecBole.
+
+RecBole 1.2.1 has no plugin registry; it looks things up by module path and attribute name
+(see ../shared/notes/recbole-1.2.1.md, section 1). ``register()`` puts our classes where those lookups look:
+
+* model:   ``get_model("EmbSum")`` imports ``recbole.model.sequential_recommender.embsum`` -> our module is aliased
+           in ``sys.modules`` under that name.
+* trainer: ``get_trainer(type, "EmbSum")`` reads ``recbole.trainer.EmbSumTrainer`` -> set as an attribute.
+* metrics: RecBole's metric registry is built once at import from ``recbole.evaluator.metrics``; our metric
+           classes are added to the same shared dictionaries in place.
+* collector: every ``Trainer`` builds ``recbole.trainer.trainer.Collector(config)``; that name is bound to our
+           ``ImpressionCollector``, which behaves exactly like RecBole's unless a metric needs ``impression_id``.
+* defaults: ``Config._load_internal_config_dict`` also reads ``properties/model/<model>.yaml`` and
+           ``properties/dataset/<dataset>.yaml`` shipped with this package, at RecBole's internal-default priority
+           (after its quick-start yaml), so the user's yaml, ``config_dict`` and command line still win; then
+           ``compat.default_negative_sampling`` picks a training-sampling default every model can train with.
+"""
+import functools
+import importlib.resources
+import os
+import sys
+
+import recbole.config.configurator
+import recbole.model.sequential_recommender
+import recbole.trainer
+import recbole.trainer.trainer
+
+from recbole_embsum import compat
+from recbole_embsum.evaluation.collector import ImpressionCollector
+from recbole_embsum.evaluation.metrics import register_metrics
+from recbole_embsum.model import embsum
+from recbole_embsum.trainer import EmbSumTrainer
+
+MODEL_ALIAS = "recbole.model.sequential_recommender.embsum"
+
+
+def properties_dir():
+    """The folder of packaged yaml defaults (``properties/`` in the source tree)."""
+    return str(importlib.resources.files("recbole_embsum.properties"))
+
+
+def default_config_files(model, dataset):
+    """Packaged yaml files that apply to ``model`` on ``dataset``, lowest priority first (only those that exist)."""
+    model_name = model if isinstance(model, str) else model.__name__
+    candidates = [
+        os.path.join(properties_dir(), "model", f"{model_name}.yaml"),
+        os.path.join(properties_dir(), "dataset", f"{dataset}.yaml"),
+    ]
+    return [path for path in candidates if os.path.isfile(path)]
+
+
+def _with_packaged_defaults(load_internal_config_dict):
+    if getattr(load_internal_config_dict, "_embsum_defaults", False):
+        return load_internal_config_dict
+
+    @functools.wraps(load_internal_config_dict)
+    def wrapper(self, model, model_class, dataset):
+        load_internal_config_dict(self, model, model_class, dataset)
+        for path in default_config_files(model, dataset):
+            values = self._update_internal_config_dict(path) or {}
+            if os.path.basename(os.path.dirname(path)) == "dataset":
+                self.parameters["Dataset"] += [key for key in values if key not in self.parameters["Dataset"]]
+        compat.default_negative_sampling(self)
+
+    wrapper._embsum_defaults = True
+    return wrapper
+
+
+def register():
+    """Make RecBole find everything of ours by name (idempotent; run by ``import recbole_embsum``)."""
+    sys.modules[MODEL_ALIAS] = embsum
+    setattr(recbole.model.sequential_recommender, "embsum", embsum)
+    setattr(recbole.trainer, "EmbSumTrainer", EmbSumTrainer)
+    register_metrics()
+    recbole.trainer.trainer.Collector = ImpressionCollector
+    config_cls = recbole.config.configurator.Config
+    config_cls._load_internal_config_dict = _with_packaged_defaults(config_cls._load_internal_config_dict)
+    compat.apply()
