@@ -21,12 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
-from recbole.utils import InputType, get_model, get_trainer, init_seed
+from recbole.utils import get_model, get_trainer, init_seed
 
 import recbole_embsum  # noqa: F401  (registers EmbSum, the imp_* metrics, ImpressionCollector and packaged yaml)
-from recbole_embsum import compat
-from recbole_embsum.evaluation.collector import ImpressionCollector
-from recbole_embsum.evaluation.metrics import register_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +36,6 @@ ABLATIONS = (
     ("EmbSum wo UPE", {"upe_codes": 1}),
     ("EmbSum wo L_sum", {"use_summary_loss": False}),
 )
-# Pairwise models (BPR, ...) need a sampled negative per training click; the dataset yaml turns sampling off for the
-# models that train on the given impression negatives or on softmax over all items.
-PAIRWISE_SAMPLING = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
 RESULT_FILES = ("results.csv", "results.md", "results.png")
 
 
@@ -81,27 +75,14 @@ def model_specs(models, ablations=False):
     return specs
 
 
-def build_config(spec, dataset, config_file_list, config_dict):
-    """The run's Config; a pairwise model (BPR, ...) left without negative sampling gets one uniform negative.
-
-    The dataset yaml turns RecBole's sampling off (EmbSum trains on the impression's own negatives, CE models on
-    softmax over all items), which a pairwise loss cannot train with; a user's own setting is kept.
-    """
-    run_config = {**config_dict, **spec.config}
-    config = Config(model=spec.model, dataset=dataset, config_file_list=config_file_list, config_dict=run_config)
-    no_sampling = config["train_neg_sample_args"]["distribution"] == "none"
-    if config["MODEL_INPUT_TYPE"] == InputType.PAIRWISE and no_sampling:
-        logger.info("%s is pairwise: training with train_neg_sample_args=%s", spec.label, PAIRWISE_SAMPLING)
-        run_config["train_neg_sample_args"] = dict(PAIRWISE_SAMPLING)
-        config = Config(model=spec.model, dataset=dataset, config_file_list=config_file_list, config_dict=run_config)
-    return config
-
-
 def train_and_test(spec, dataset, config_file_list, config_dict, saved=True):
     """Train ``spec`` on ``dataset`` and test its best-validation checkpoint; returns a RunResult (never raises)."""
     result = RunResult(spec)
     try:
-        config = build_config(spec, dataset, config_file_list, config_dict)
+        config = Config(
+            model=spec.model, dataset=dataset, config_file_list=config_file_list,
+            config_dict={**config_dict, **spec.config},
+        )
         init_seed(config["seed"], config["reproducibility"])
         data = create_dataset(config)
         train_data, valid_data, test_data = data_preparation(config, data)
@@ -110,7 +91,6 @@ def train_and_test(spec, dataset, config_file_list, config_dict, saved=True):
         result.parameters = sum(p.numel() for p in model.parameters())
         result.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-        trainer.eval_collector = ImpressionCollector(config)  # also when the registry's global install is bypassed
 
         started = time.perf_counter()
         result.best_valid_score, _ = trainer.fit(
@@ -139,10 +119,6 @@ def compare(specs, dataset, data_path, output, config_file_list=None, overrides=
 
     Returns the list of RunResult. Refuses to replace existing result files unless ``overwrite``.
     """
-    # What the runs rely on, installed explicitly (idempotent, as in registry.register): imp_* metric names, clear
-    # unknown-model errors and loading of RecBole's own best checkpoints on torch >= 2.6.
-    register_metrics()
-    compat.apply()
     os.makedirs(output, exist_ok=True)
     existing = [name for name in RESULT_FILES if os.path.exists(os.path.join(output, name))]
     if existing and not overwrite:
