@@ -210,3 +210,11 @@ def test_recommend_cli_prints_ranking_and_explanation(random_export, capsys):
 
     assert main(["recommend", "--embeddings", str(folder), "--user", "nobody", "--topk", "3"]) == 1
     assert "unknown user(s) 'nobody'" in capsys.readouterr().err
+
+
+def test_iter_scores_streams_the_users_by_items_grid(random_export):
+    folder, (_, item_poly), (user_ids, user_poly), w_s = random_export
+    chunks = list(EmbeddingStore(folder).iter_scores(user_ids, chunk_size=4))
+    assert [position for position, _ in chunks] == [0, 3, 6, 9]  # shards of 3 rows bound the chunks
+    grid = torch.cat([scores for _, scores in chunks], dim=1)  # [U, I]
+    torch.testing.assert_close(grid, torch.stack([reference_scores(a, item_poly, w_s) for a in user_poly]))

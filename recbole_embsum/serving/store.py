@@ -193,31 +193,42 @@ class EmbeddingStore:
         item_poly, item_keys = self.item_poly(candidates)  # B, gelu(B W^s): [N, n, d]
         return poly_score(user_poly, item_poly, item_keys)
 
-    def topk(self, user: str, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> List[Tuple[str, float]]:
-        """The ``k`` best items of every folder for ``user``, best first, streaming ``chunk_size`` items at a time.
+    def iter_scores(self, users: Sequence[str],
+                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[Tuple[int, torch.Tensor]]:
+        """Stream the scores of ``users`` against the whole catalogue, ``chunk_size`` items at a time.
 
-        An item overridden by a later folder is scored only with its latest embedding.
+        Yields ``(first position, scores [U, c])``; positions run over the folders' items in order (see
+        :meth:`item_at`), and an item overridden by a later folder scores ``-inf`` at its earlier position.
+        Each chunk is read once and scored for every user while it is in cache.
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        user_poly = self.user_poly(user)  # A: [m, d]
-        best = RunningTopK(k)
-        owners = []  # (folder, first stream position)
-        position = 0
+        user_polys = [self.user_poly(user) for user in users]  # A of each user: [m, d]
+        offset = 0
         for i, folder in enumerate(self.folders):
             shadowed = self._shadowed_rows(i)
             for start, item_poly, item_keys in folder.item_chunks(chunk_size):
-                scores = poly_score(user_poly, item_poly, item_keys)  # Eqs. (3)-(4): [c]
+                scores = torch.stack([poly_score(a, item_poly, item_keys) for a in user_polys])  # Eqs. (3)-(4)
                 if shadowed is not None:
-                    scores[shadowed[start:start + scores.numel()]] = float("-inf")
-                best.update(scores, position + start)
-            owners.append((folder, position))
-            position += len(folder.ids["items"])
-        results = []
-        for score, pos in zip(best.scores.tolist(), best.positions.tolist()):
-            folder, first = next((f, p) for f, p in reversed(owners) if p <= pos)
-            results.append((folder.ids["items"][pos - first], score))
-        return results
+                    scores[:, shadowed[start:start + scores.size(1)]] = float("-inf")
+                yield offset + start, scores
+            offset += len(folder.ids["items"])
+
+    def item_at(self, position: int) -> str:
+        """The raw item id at a stream position of :meth:`iter_scores`."""
+        for folder in self.folders:
+            if position < len(folder.ids["items"]):
+                return folder.ids["items"][position]
+            position -= len(folder.ids["items"])
+        raise IndexError(f"item position out of range: {position}")
+
+    def topk(self, user: str, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> List[Tuple[str, float]]:
+        """The ``k`` best items of the catalogue for ``user``, best first, streaming ``chunk_size`` items at a time
+        (memory: one chunk plus ``k``)."""
+        best = RunningTopK(k)
+        for position, scores in self.iter_scores([user], chunk_size):
+            best.update(scores[0], position)
+        return [(self.item_at(pos), score) for score, pos in zip(best.scores.tolist(), best.positions.tolist())]
 
     def _shadowed_rows(self, i: int) -> Optional[torch.Tensor]:
         """Bool mask [rows] of folder ``i``'s items that a later folder overrides (None when there are none)."""
