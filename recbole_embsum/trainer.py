@@ -1,0 +1,318 @@
+"""`EmbSumTrainer`: RecBole's `Trainer` with the training loop a T5-based recommender needs (issue #4).
+
+What it adds to `recbole.trainer.Trainer` (see ../shared/notes/recbole-1.2.1.md, section 4):
+
+* **Named loss parts.** ``calculate_loss`` may return a tuple (EmbSum: ``(L_NCE, lambda * L_sum)``, Eq. (6)); each
+  part is logged under the model's ``loss_names`` (e.g. ``nce``, ``summary``) instead of RecBole's ``loss1, loss2``.
+  Reported epoch losses are means per micro-batch (RecBole reports sums).
+* **Gradient accumulation** (``grad_accum_steps``): the optimizer steps every N micro-batches on the mean of their
+  losses, and once more on the last, partial group of an epoch (weighted by its actual size).
+* **Warm-up + decay** (``lr_scheduler: linear|cosine|constant``, ``warmup_steps`` or ``warmup_ratio``) through
+  ``transformers.get_scheduler``, stepped once per optimizer step.
+* **AdamW** (``learner: adamw``): ``weight_decay`` applies to matrices only, not to biases and layer norms.
+* **Mixed precision** (``enable_amp``; ``amp_dtype: bfloat16|float16``, default bfloat16 because T5 overflows in
+  fp16). A `GradScaler` exists only for float16, once per trainer, and gradients are unscaled before clipping
+  (RecBole clips scaled gradients and recreates its scaler every epoch).
+* **Checkpoints** carry the LR scheduler, the scaler and the optimizer-step count; `resume_checkpoint` restores them
+  so a resumed run continues exactly; saving is atomic; the user's own checkpoint files are read with
+  ``torch.load(weights_only=False)`` (RecBole pickles its Config, which torch >= 2.6 refuses by default).
+* **Non-finite loss**: training stops with `NonFiniteLossError` naming the epoch, batch, optimizer step and loss part,
+  before the bad step's backward pass, so no checkpoint of a broken model is written.
+* **Data parallel** (issue #8): RecBole's DDP hooks (``set_reduce_hook``/``sync_grad_loss``) are kept; micro-batches
+  inside an accumulation group skip the gradient all-reduce (``DistributedDataParallel.no_sync``); logged losses are
+  averaged over ranks; only rank 0 writes checkpoints and all ranks share its file name (`distributed.py`).
+"""
+import contextlib
+import math
+import os
+import tempfile
+
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
+
+from recbole_embsum import distributed
+
+# Our names -> transformers.get_scheduler names ("constant" keeps the warm-up, which transformers' "constant" drops).
+LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(ValueError):
+    """A loss part became NaN or infinite; training stopped before applying that step."""
+
+
+def _option(config, key, default):
+    """``config[key]``, or ``default`` when the key is absent or null (RecBole's Config returns None for both)."""
+    value = config[key]
+    return default if value is None else value
+
+
+def _loss_parts(losses):
+    """``calculate_loss`` output as a tuple of scalar tensors."""
+    return tuple(losses) if isinstance(losses, (tuple, list)) else (losses,)
+
+
+def load_checkpoint(path, device):
+    """Read a checkpoint written by RecBole or this trainer (a trusted local file: it pickles the whole Config)."""
+    return torch.load(str(path), map_location=device, weights_only=False)
+
+
+def save_checkpoint_atomically(state, path):
+    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
+    os.close(handle)
+    try:
+        torch.save(state, temp_path, pickle_protocol=4)
+        os.replace(temp_path, path)
+    except BaseException:
+        os.unlink(temp_path)
+        raise
+
+
+class EmbSumTrainer(Trainer):
+    """RecBole Trainer with gradient accumulation, LR warm-up/decay, bf16 autocast and exact resume.
+
+    Config keys (besides RecBole's ``learner``, ``learning_rate``, ``weight_decay``, ``clip_grad_norm``,
+    ``enable_amp``, ``epochs``): ``grad_accum_steps`` (1), ``lr_scheduler`` (constant), ``warmup_steps`` (none) or
+    ``warmup_ratio`` (0.0, a fraction of all optimizer steps), ``amp_dtype`` (bfloat16).
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.grad_accum_steps = int(_option(config, "grad_accum_steps", 1))
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        self.lr_scheduler_name = str(_option(config, "lr_scheduler", "constant")).lower()
+        if self.lr_scheduler_name not in LR_SCHEDULES:
+            raise ValueError(f"lr_scheduler must be one of {sorted(LR_SCHEDULES)}, got '{self.lr_scheduler_name}'")
+        self.warmup_steps = config["warmup_steps"]
+        self.warmup_ratio = float(_option(config, "warmup_ratio", 0.0))
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        amp_dtype = str(_option(config, "amp_dtype", "bfloat16")).lower()
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {sorted(AMP_DTYPES)}, got '{amp_dtype}'")
+        self.amp_dtype = AMP_DTYPES[amp_dtype]
+        # A loss scale is needed (and only correct) for float16; bfloat16 has float32's exponent range.
+        self.enable_scaler = bool(self.enable_amp) and self.amp_dtype == torch.float16
+        if config["enable_scaler"] and not self.enable_scaler:
+            self.logger.warning("enable_scaler is ignored: a GradScaler is used only with enable_amp and float16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
+        self.scheduler = None  # built at the first epoch, when the number of batches is known
+        self._resumed_scheduler_state = None
+        self.global_step = 0  # optimizer steps taken
+        # RecBole names the file by the local time in seconds; ranks may differ by one, so use rank 0's.
+        self.saved_model_file = distributed.broadcast_object(self.saved_model_file, config)
+
+    # ------------------------------------------------------------------------------------------ optimizer
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimizers; for ``adamw`` (without explicit ``params``) no weight decay on biases/norms."""
+        learner = kwargs.get("learner", self.learner)
+        if learner.lower() != "adamw" or "params" in kwargs:
+            return super()._build_optimizer(**kwargs)
+        learning_rate = kwargs.get("learning_rate", self.learning_rate)
+        weight_decay = kwargs.get("weight_decay", self.weight_decay) or 0.0
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
+
+    def _steps_per_epoch(self, train_data):
+        return math.ceil(len(train_data) / self.grad_accum_steps)
+
+    def _build_scheduler(self, train_data):
+        """Warm-up then decay over all optimizer steps of the run (``epochs`` x steps per epoch)."""
+        from transformers import get_scheduler
+
+        total_steps = self._steps_per_epoch(train_data) * self.epochs
+        if self.warmup_steps is not None:
+            warmup = int(self.warmup_steps)
+        else:
+            warmup = round(self.warmup_ratio * total_steps)
+        scheduler = get_scheduler(
+            LR_SCHEDULES[self.lr_scheduler_name], self.optimizer, num_warmup_steps=warmup,
+            num_training_steps=total_steps,
+        )
+        if self._resumed_scheduler_state is not None:
+            scheduler.load_state_dict(self._resumed_scheduler_state)
+            # load_state_dict restores the step count but leaves the optimizer at the step-0 learning rate.
+            for group, lr in zip(self.optimizer.param_groups, scheduler.get_last_lr()):
+                group["lr"] = lr
+            self._resumed_scheduler_state = None
+        return scheduler
+
+    # ---------------------------------------------------------------------------------------------- train
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=bool(self.enable_amp))
+
+    def _gradient_sync(self, sync):
+        """Under DDP, skip the gradient all-reduce for micro-batches that do not end an accumulation group."""
+        if sync or self.config["single_spec"]:
+            return contextlib.nullcontext()
+        return self.distributed_model.no_sync()
+
+    def loss_names(self, count):
+        """Names of ``count`` loss parts: the model's ``loss_names`` when it has matching ones, else loss1.."""
+        names = getattr(self.model, "loss_names", None)
+        if names is not None and len(names) == count:
+            return tuple(names)
+        return tuple(f"loss{i + 1}" for i in range(count))
+
+    def _check_finite(self, values, epoch_idx, batch_idx, num_batches):
+        """Raise `NonFiniteLossError` if any loss part (``values``: float tensor [parts]) is NaN or infinite."""
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        bad = int((~finite).nonzero()[0])
+        name = self.loss_names(len(values))[bad]
+        raise NonFiniteLossError(
+            f"Training stopped: loss part '{name}' is {values[bad].item()} at epoch {epoch_idx}, batch "
+            f"{batch_idx + 1}/{num_batches} (optimizer step {self.global_step + 1}). This step was not applied and "
+            f"no checkpoint was written for it. Try a lower learning_rate, clip_grad_norm, or amp_dtype: bfloat16."
+        )
+
+    def _optimizer_step(self):
+        """Unscale, clip, step optimizer and scheduler, clear gradients."""
+        if self.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)  # no-op without a scaler; clipping must see true gradients
+            clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        """One epoch of micro-batches; returns the mean loss per micro-batch (a tuple when the loss has parts)."""
+        self.model.train()
+        loss_func = loss_func or self.model.calculate_loss
+        if self.scheduler is None:
+            self.scheduler = self._build_scheduler(train_data)
+        if not self.config["single_spec"] and train_data.shuffle:
+            train_data.sampler.set_epoch(epoch_idx)
+        num_batches = len(train_data)
+        iter_data = (
+            tqdm(train_data, total=num_batches, ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            if show_progress
+            else train_data
+        )
+        totals = None  # float tensor [parts]: summed over micro-batches
+        self.optimizer.zero_grad(set_to_none=True)
+        for batch_idx, interaction in enumerate(iter_data):
+            interaction = interaction.to(self.device)
+            group_start = batch_idx - batch_idx % self.grad_accum_steps
+            group_size = min(self.grad_accum_steps, num_batches - group_start)
+            ends_group = batch_idx == group_start + group_size - 1
+            with self._gradient_sync(ends_group):
+                sync_loss = 0
+                if not self.config["single_spec"]:
+                    self.set_reduce_hook()  # RecBole's DDP hooks: reducer armed, every parameter in the graph
+                    sync_loss = self.sync_grad_loss()
+                with self._autocast():
+                    parts = _loss_parts(loss_func(interaction))
+                values = distributed.mean_over_ranks(torch.stack([p.detach().float() for p in parts]), self.config)
+                self._check_finite(values, epoch_idx, batch_idx, num_batches)
+                # mean over the group's micro-batches, so a group equals one batch of group_size x batch rows
+                self.scaler.scale((sum(parts) + sync_loss) / group_size).backward()
+            totals = values if totals is None else totals + values
+            if ends_group:
+                self._optimizer_step()
+            if show_progress:
+                iter_data.set_postfix_str(f"loss={values.sum().item():.4f} lr={self.optimizer.param_groups[0]['lr']:.2e}")
+        means = (totals / num_batches).tolist()
+        return tuple(means) if len(means) > 1 else means[0]
+
+    # ------------------------------------------------------------------------------------------- logging
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        places = self.config["loss_decimal_place"] or 4
+        output = (set_color("epoch %d training", "green") + " [" + set_color("time", "blue") + ": %.2fs, ") % (
+            epoch_idx,
+            e_time - s_time,
+        )
+        if isinstance(losses, tuple):
+            named = ", ".join(
+                set_color(f"{name}", "blue") + f": {value:.{places}f}"
+                for name, value in zip(self.loss_names(len(losses)), losses)
+            )
+            output += set_color("train loss", "blue") + f": {sum(losses):.{places}f} ({named})"
+        else:
+            output += set_color("train loss", "blue") + f": {losses:.{places}f}"
+        lr = self.optimizer.param_groups[0]["lr"]
+        return output + ", " + set_color("lr", "blue") + f": {lr:.3e}]"
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        if isinstance(losses, tuple):
+            for name, loss in zip(self.loss_names(len(losses)), losses):
+                self.tensorboard.add_scalar(f"{tag}/{name}", loss, epoch_idx)
+        else:
+            self.tensorboard.add_scalar(tag, losses, epoch_idx)
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's checkpoint plus scheduler, scaler and step count; written atomically by rank 0 only."""
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        if distributed.is_main_process(self.config):
+            scheduler_state = self.scheduler.state_dict() if self.scheduler else self._resumed_scheduler_state
+            state = {
+                "config": self.config,
+                "epoch": epoch,
+                "cur_step": self.cur_step,
+                "best_valid_score": self.best_valid_score,
+                "state_dict": self.model.state_dict(),
+                "other_parameter": self.model.other_parameter(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": scheduler_state,
+                "scaler": self.scaler.state_dict(),
+                "global_step": self.global_step,
+            }
+            save_checkpoint_atomically(state, saved_model_file)
+            if verbose:
+                self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+        distributed.barrier(self.config)  # other ranks may read the file right after (best-model reload)
+
+    def resume_checkpoint(self, resume_file):
+        """Continue training from ``resume_file``: model, optimizer, LR schedule, scaler, epoch and step counts.
+
+        As in RecBole, later checkpoints of this run are written to ``resume_file``.
+        """
+        resume_file = str(resume_file)
+        checkpoint = load_checkpoint(resume_file, self.device)
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            self.logger.warning(
+                f"{resume_file} was trained as {checkpoint['config']['model']}, not {self.config['model']}; "
+                "loading its state_dict may fail."
+            )
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self._resumed_scheduler_state = checkpoint.get("scheduler")
+        self.scheduler = None
+        if checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.global_step = checkpoint.get("global_step", 0)
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's evaluation, loading the best checkpoint (or ``model_file``) with the full unpickler."""
+        if not eval_data:
+            return None
+        if load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, self.device)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
