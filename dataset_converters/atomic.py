@@ -120,6 +120,11 @@ class AtomicTable:
         self._writer.writerow([fmt(value) for fmt, value in zip(self._formatters, row)])
         self.rows += 1
 
+    def write_formatted(self, rows):
+        """Writes rows whose cells are already strings formatted as `write` would (fast path for many rows)."""
+        self._writer.writerows(rows)
+        self.rows += len(rows)
+
     def __exit__(self, exc_type, exc, tb):
         return self._file.__exit__(exc_type, exc, tb)
 

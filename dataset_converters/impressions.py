@@ -13,7 +13,8 @@ import random
 import sys
 import zlib
 
-from .atomic import INTER_FIELDS, ITEM_FIELDS, AtomicTable, JsonlFile, format_float, prepare_output_dir, write_json
+from .atomic import (INTER_FIELDS, ITEM_FIELDS, AtomicTable, JsonlFile, clean_cell, format_float, prepare_output_dir,
+                     write_json)
 from .reading import BadLineError
 from .stats import DatasetStats, format_table
 
@@ -132,15 +133,15 @@ class ImpressionWriter:
         history_cell = self._history_cell(split, user, history, len(candidates))
         if history_cell is None or not candidates:
             return
+        impression_cell, user_cell = clean_cell(impression_id), clean_cell(user)
+        rows = [(impression_cell, user_cell, clean_cell(item), "1" if label else "0", format_float(timestamp),
+                 history_cell, "") for item, label, timestamp in candidates]
+        self._table(split).write_formatted(rows)
         stats = self.stats.split(split)
-        table = self._table(split)
-        for item, label, timestamp in candidates:
-            table.write((impression_id, user, item, "1" if label else "0", format_float(timestamp), history_cell, ""))
-            stats.items.add(item)
-            if label:
-                stats.positives += 1
-            else:
-                stats.negatives += 1
+        stats.items.update(item for item, _, _ in candidates)
+        positives = sum(1 for _, label, _ in candidates if label)
+        stats.positives += positives
+        stats.negatives += len(candidates) - positives
         stats.impressions += 1
         stats.users.add(user)
         stats.rows += len(candidates)

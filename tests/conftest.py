@@ -6,7 +6,7 @@
   load it with `Config(model=..., dataset="mind", config_file_list=[MIND_YAML], config_dict={"data_path": data_path})`.
 * `mind_dataset_no_empty`: the same converted with `--empty-history drop` (for SASRec/GRU4Rec, which crash on an
   empty history).
-* `synth_goodreads_raw`, `goodreads_dataset`: the same for Goodreads.
+* `synth_goodreads_raw`, `goodreads_dataset`, `goodreads_dataset_no_empty`: the same for Goodreads.
 All are session-scoped and read-only: copy them before modifying.
 """
 import os
@@ -58,11 +58,20 @@ def synth_goodreads_raw(tmp_path_factory):
     return str(folder)
 
 
-@pytest.fixture(scope="session")
-def goodreads_dataset(tmp_path_factory, synth_goodreads_raw):
+def _convert_goodreads(tmp_path_factory, raw, **options):
     from dataset_converters.goodreads import convert_goodreads
     from dataset_converters.impressions import ConvertOptions
 
     data_path = tmp_path_factory.mktemp("goodreads_data")
-    convert_goodreads(synth_goodreads_raw, data_path, ConvertOptions(name="goodreads"))
+    convert_goodreads(raw, data_path, ConvertOptions(name="goodreads", **options))
     return str(data_path), "goodreads"
+
+
+@pytest.fixture(scope="session")
+def goodreads_dataset(tmp_path_factory, synth_goodreads_raw):
+    return _convert_goodreads(tmp_path_factory, synth_goodreads_raw)
+
+
+@pytest.fixture(scope="session")
+def goodreads_dataset_no_empty(tmp_path_factory, synth_goodreads_raw):
+    return _convert_goodreads(tmp_path_factory, synth_goodreads_raw, empty_history="drop")

@@ -27,7 +27,8 @@ def _count_rows(path):
     ("Pop", "mind_dataset", MIND_YAML),
     ("BPR", "mind_dataset", MIND_YAML),
     ("SASRec", "mind_dataset_no_empty", MIND_YAML),
-    ("SASRec", "goodreads_dataset", GOODREADS_YAML),
+    ("Pop", "goodreads_dataset", GOODREADS_YAML),
+    ("SASRec", "goodreads_dataset_no_empty", GOODREADS_YAML),
 ])
 def test_converted_data_loads_with_packaged_yaml(request, model, data_fixture, yaml_path):
     data = request.getfixturevalue(data_fixture)
@@ -39,7 +40,7 @@ def test_converted_data_loads_with_packaged_yaml(request, model, data_fixture, y
     assert dataset.field2seqlen["item_id_list"] <= config["MAX_ITEM_LIST_LENGTH"]
     batch = next(iter(train)).interaction
     assert set(batch) >= {"impression_id", "user_id", "item_id", "label", "item_id_list", "neg_items", "category"}
-    assert batch["label"].eq(1).all()  # train rows are clicks only
+    assert train.dataset.inter_feat["label"].eq(1).all()  # train rows are clicks only
     # One item vocabulary: history and negative ids decode to the same raw ids as item_id.
     vocab = dataset.field2id_token["item_id"]
     for field in ("item_id_list", "neg_items"):
