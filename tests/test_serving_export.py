@@ -141,3 +141,31 @@ def test_cold_start_items_and_users_from_text_and_history(built, exported, tmp_p
         expected = model.scorer.score_pairs(expected_user.expand(2, -1, -1), poly)
     torch.testing.assert_close(store.score("UNEW", candidates), expected, rtol=1e-5, atol=1e-5)
     assert model.item_tokens.size(0) == len(dataset.field2id_token["item_id"])  # the model's table is restored
+
+
+def test_cli_export_from_a_recbole_checkpoint_then_recommend(built, exported, tmp_path, monkeypatch, capsys):
+    from recbole_embsum.cli import main
+
+    config, _, _, model, _ = built
+    monkeypatch.chdir(tmp_path)  # RecBole's load_data_and_model writes its log folder into the working directory
+    checkpoint = tmp_path / "EmbSum-test.pth"
+    torch.save({"config": config, "state_dict": model.state_dict(), "other_parameter": model.other_parameter()},
+               checkpoint)  # what RecBole's Trainer saves (plus optimizer state and counters)
+    out = tmp_path / "cli-export"
+    assert main(["export", "--checkpoint", str(checkpoint), "--output", str(out), "--summaries",
+                 "--batch-size", "32"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+
+    reference = EmbeddingStore(exported)
+    user = reference.folders[0].ids["users"][5]
+    candidates = reference.folders[0].ids["items"][:4]
+    assert main(["recommend", "--embeddings", str(out), "--user", user, "--candidates", ",".join(candidates),
+                 "--explain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"# interest summary of {user}: {reference.summary(user)}"
+    expected = dict(zip(candidates, reference.score(user, candidates).tolist()))
+    printed = {line.split("\t")[1]: float(line.split("\t")[2]) for line in lines[2:]}
+    assert printed == pytest.approx(expected, abs=1e-5)
+
+    assert main(["export", "--checkpoint", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x")]) == 1
+    assert "missing.pth" in capsys.readouterr().err

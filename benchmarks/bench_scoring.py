@@ -1,0 +1,229 @@
+"""Online scoring from stored poly-embeddings vs the machine's matmul rate and vs re-encoding text (t5-small sizes).
+
+Sizes are the paper's: d = 512 (t5-small), m = 32 UPE codes, n = 4 CPE codes. Four measurements:
+
+1. grid: a users x candidates grid scored from an export folder (random embeddings written with ExportWriter) by
+   ``EmbeddingStore.iter_scores`` (Eqs. (3)-(4) via ``model.scorer.poly_score``) -> pairs/s.
+2. matmul: the same FLOPs as one plain ``torch.matmul`` per chunk, ``[U*m, d] @ [d, 2*n*c]`` (both products of
+   Eqs. (3)-(4) for every pair: A B^T and A gelu(B W^s)^T) -> the machine's own rate, and the ratio grid / matmul.
+3. re-encoding: a randomly initialised EmbSum of t5-small sizes (plm_init: scratch, vocabulary resized to t5's
+   32128) on synthetic MIND; time per user (60-item history: session encoding, greedy summary decoding as
+   ``predict`` does, UPE) and per item (CPE), measured on a small sample and extrapolated per pair -> speed-up of
+   stored scoring over re-encoding the pair (user + item), and over re-encoding only the item (user cached).
+4. memory: streaming top-k over 1M candidates for one user from a float16 export -> peak anonymous memory (heap;
+   the memory-mapped shards are page cache) above the level after opening the store, and the time taken.
+
+Run: ``python benchmarks/bench_scoring.py [--users 16 --items 16384 --stream-items 1000000 --workdir DIR]``.
+The exports (about 8 GiB for 1M candidates in float16) go to a temporary folder, removed at the end.
+"""
+import argparse
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import torch
+import torch.nn.functional as F
+
+from recbole_embsum.serving.store import EmbeddingStore
+from recbole_embsum.serving.writer import ExportWriter, make_plan
+
+M, N, D = 32, 4, 512
+T5_SMALL_VOCAB = 32128
+
+
+def write_random_export(folder, n_items, n_users, dtype, shard_rows, seed=0):
+    """An export folder of random embeddings; one random block is reused for every item shard (content is irrelevant
+    to speed and memory, and it keeps writing 1M items fast)."""
+    generator = torch.Generator().manual_seed(seed)
+    w_s = torch.randn(D, D, generator=generator) / D ** 0.5
+    users = torch.randn(n_users, M, D, generator=generator)
+    block = torch.randn(min(shard_rows, n_items), N, D, generator=generator)
+    block_keys = F.gelu(block @ w_s.T)  # gelu(B W^s)
+    plan = make_plan({"benchmark": "random"}, {"m": M, "n": N, "d": D}, [f"N{i}" for i in range(n_items)],
+                     [f"U{u}" for u in range(n_users)], dtype, shard_rows, False)
+    writer = ExportWriter(folder, plan)
+    for index, start, stop in writer.pending("items"):
+        writer.write_shard("items", index, {"poly": block[: stop - start], "keys": block_keys[: stop - start]})
+    for index, start, stop in writer.pending("users"):
+        writer.write_shard("users", index, {"poly": users[start:stop]})
+    writer.finish(w_s)
+
+
+def best_time(function, repeats):
+    """Fastest of ``repeats`` runs (after one warm-up run), in seconds."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_grid(folder, n_users, chunk_size, repeats):
+    store = EmbeddingStore(folder)
+    users = [f"U{u}" for u in range(n_users)]
+    n_items = store.n_items
+
+    def grid():
+        for _ in store.iter_scores(users, chunk_size):
+            pass
+
+    a = torch.stack([store.user_poly(user) for user in users]).reshape(-1, D)  # [U*m, d]
+    chunks = [torch.cat([poly, keys], dim=1).reshape(-1, D) for _, poly, keys in store.folders[0].item_chunks(
+        chunk_size)]  # [2*n*c, d] each: B and gelu(B W^s) side by side
+
+    def matmul():
+        for chunk in chunks:
+            torch.matmul(a, chunk.T)  # [U*m, 2*n*c]: the same multiply-adds as the grid
+
+    # Interleaved, fastest of each: the machine is shared, so both see the same load.
+    grid_seconds, matmul_seconds = zip(*[(best_time(grid, 1), best_time(matmul, 1)) for _ in range(repeats)])
+    grid_seconds, matmul_seconds = min(grid_seconds), min(matmul_seconds)
+    pairs = n_users * n_items
+    flops = 2 * 2 * M * N * D * pairs
+    print(f"grid: {n_users} users x {n_items} candidates, chunk {chunk_size}: {pairs / grid_seconds:,.0f} pairs/s "
+          f"({flops / grid_seconds / 1e9:.1f} GFLOP/s)", flush=True)
+    print(f"matmul of the same FLOPs ([{n_users * M}, {D}] @ [{D}, {2 * N * chunk_size}] per chunk): "
+          f"{pairs / matmul_seconds:,.0f} pairs/s ({flops / matmul_seconds / 1e9:.1f} GFLOP/s)")
+    print(f"ratio grid / matmul: {matmul_seconds / grid_seconds:.2f} (target >= 0.5)", flush=True)
+    return pairs / grid_seconds
+
+
+def bench_reencode(workdir, sample_users, sample_items, repeats):
+    """Seconds per user and per item for a t5-small-sized EmbSum re-encoding text."""
+    from recbole.config import Config
+    from recbole.data import create_dataset
+
+    from dataset_converters.impressions import ConvertOptions
+    from dataset_converters.mind import convert_mind
+    from dataset_converters.synth import synth_mind
+    from recbole_embsum.model import EmbSum
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    raw, data = os.path.join(workdir, "raw"), os.path.join(workdir, "data")
+    synth_mind(raw, users=100, items=400, seed=0)
+    convert_mind(raw, data, ConvertOptions(name="mind"))
+    config = Config(model=EmbSum, dataset="mind",
+                    config_file_list=[os.path.join(repo, "properties", "dataset", "mind.yaml"),
+                                      os.path.join(repo, "properties", "model", "EmbSum.yaml")],
+                    config_dict={"data_path": data, "plm_init": "scratch", "tokenizer_vocab_size": 4000,
+                                 "metrics": ["AUC"], "valid_metric": "AUC", "device": "cpu", "state": "WARNING"})
+    torch.manual_seed(0)
+    model = EmbSum(config, create_dataset(config)).eval()
+    model.t5.resize_token_embeddings(T5_SMALL_VOCAB)  # t5-small's vocabulary (LM head cost of decoding)
+    n_items = model.item_tokens.size(0) - 1
+    tokens_per_item = model.item_token_lengths[1:].float().mean().item()
+    generator = torch.Generator().manual_seed(0)
+    items = torch.randint(1, n_items + 1, (sample_items,), generator=generator)
+    histories = torch.randint(1, n_items + 1, (sample_users, model.k), generator=generator)  # full 60-item histories
+    lengths = torch.full((sample_users,), model.k)
+    with torch.no_grad():
+        per_item = best_time(lambda: model.item_poly_embeddings(items), repeats) / sample_items
+        per_user = best_time(lambda: model.user_poly_embeddings(histories, lengths), repeats) / sample_users
+    print(f"re-encoding with a t5-small-sized EmbSum ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
+          f"parameters, {tokens_per_item:.0f} tokens/item, {model.k}-item histories, "
+          f"summary up to {model.summary_max_tokens} tokens): {per_user * 1e3:,.0f} ms/user, "
+          f"{per_item * 1e3:,.1f} ms/item (samples of {sample_users} users, {sample_items} items)")
+    return per_user, per_item
+
+
+class PeakMemory:
+    """Samples this process's anonymous resident memory (heap, tensors) every few ms in a thread."""
+
+    def __init__(self, interval=0.002):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def anonymous_mib():
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.anonymous_mib())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.anonymous_mib())
+
+
+def stream_in_fresh_process(folder, chunk_size, k):
+    """Open the store and stream a top-k in this (fresh) process, so its memory is the stream's alone."""
+    before_open = PeakMemory.anonymous_mib()
+    store = EmbeddingStore(folder)
+    opened = PeakMemory.anonymous_mib()
+    start = time.perf_counter()
+    with PeakMemory() as memory:
+        best = store.topk("U0", k, chunk_size)
+    seconds = time.perf_counter() - start
+    n_items = store.n_items
+    chunk_mib = chunk_size * N * D * 4 * 2 / 2**20  # the float32 copies of B and gelu(B W^s) of one chunk
+    print(f"  chunk {chunk_size}: top-{len(best)} of {n_items:,} in {seconds:.1f} s ({n_items / seconds:,.0f} "
+          f"candidates/s); anonymous memory: {before_open:.0f} MiB before opening, +{opened - before_open:.0f} MiB "
+          f"for the open store (id maps), peak +{memory.peak - opened:.0f} MiB while streaming "
+          f"(float32 chunk tensors: {chunk_mib:.0f} MiB)", flush=True)
+
+
+def bench_stream(folder, n_items, chunk_sizes, k):
+    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 2**30
+    print(f"stream: {n_items:,} float16 candidates on disk ({size:.1f} GiB), each run in a fresh process", flush=True)
+    context = multiprocessing.get_context("spawn")
+    for chunk_size in chunk_sizes:
+        child = context.Process(target=stream_in_fresh_process, args=(folder, chunk_size, k))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"streaming run failed (exit code {child.exitcode})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=16, help="users in the grid (default: %(default)s)")
+    parser.add_argument("--items", type=int, default=16384, help="candidates in the grid (default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="grid items per chunk (cache-sized; default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stream-items", type=int, default=1_000_000)
+    parser.add_argument("--stream-chunks", default="4096,32768", help="chunk sizes for the 1M stream")
+    parser.add_argument("--reencode-users", type=int, default=2)
+    parser.add_argument("--reencode-items", type=int, default=32)
+    parser.add_argument("--workdir", default=None, help="kept if given; a temporary folder otherwise")
+    args = parser.parse_args()
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_scoring_")
+    try:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; d={D}, m={M}, n={N}", flush=True)
+        write_random_export(os.path.join(workdir, "grid"), args.items, args.users, "float32", 4096)
+        stored_rate = bench_grid(os.path.join(workdir, "grid"), args.users, args.chunk_size, args.repeats)
+        per_user, per_item = bench_reencode(os.path.join(workdir, "reencode"), args.reencode_users,
+                                            args.reencode_items, 1)
+        print(f"speed-up of stored scoring: {stored_rate * (per_user + per_item):,.0f}x over re-encoding user and "
+              f"item per pair ({1 / (per_user + per_item):.2f} pairs/s), {stored_rate * per_item:,.0f}x over "
+              f"re-encoding only the item ({1 / per_item:,.0f} pairs/s)")
+        stream = os.path.join(workdir, "stream")
+        start = time.perf_counter()
+        write_random_export(stream, args.stream_items, 1, "float16", 16384)
+        print(f"(wrote the {args.stream_items:,}-item export in {time.perf_counter() - start:.0f} s)")
+        bench_stream(stream, args.stream_items, [int(c) for c in args.stream_chunks.split(",")], k=10)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
