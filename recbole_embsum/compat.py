@@ -13,6 +13,7 @@ import importlib.util
 import os
 
 import recbole.config.configurator
+import recbole.data.dataset.dataset
 import recbole.quick_start
 import recbole.quick_start.quick_start
 import recbole.trainer.trainer
@@ -151,7 +152,58 @@ def default_negative_sampling(config):
         config.internal_config_dict["train_neg_sample_args"] = None
 
 
+# --- 4. Sequential models crash on an empty history -------------------------------------------------------------------
+# SASRec, GRU4Rec, ... read the last history position with gather_indexes(output, item_length - 1), so a row whose
+# item_id_list is empty (a MIND user with no history) fails deep inside the model with "index -1 is out of bounds"
+# (a device assert on GPU). After RecBole loads the benchmark files, `drop_empty_history: True` removes those rows
+# for every model alike (so all are scored on the same rows); left False, a model that cannot read them stops at
+# once with a clear error instead. Models that accept empty histories say so with `accepts_empty_history = True`.
+_recbole_load_inter_feat = recbole.data.dataset.dataset.Dataset._load_inter_feat
+
+
+def _drop_empty_history_rows(dataset, history_field):
+    """Remove rows of ``dataset.inter_feat`` with an empty history, keeping ``file_size_list`` consistent."""
+    has_history = dataset.inter_feat[history_field].map(len).to_numpy() > 0
+    if dataset.file_size_list is not None:
+        bounds = [0]
+        for size in dataset.file_size_list:
+            bounds.append(bounds[-1] + size)
+        dataset.file_size_list = [int(has_history[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+    dataset.inter_feat = dataset.inter_feat[has_history].reset_index(drop=True)
+    return int((~has_history).sum())
+
+
+@functools.wraps(_recbole_load_inter_feat)
+def _load_inter_feat(dataset, token, dataset_path):
+    _recbole_load_inter_feat(dataset, token, dataset_path)
+    history_field = dataset.config["ITEM_ID_FIELD"] + dataset.config["LIST_SUFFIX"]
+    if history_field not in dataset.inter_feat:
+        return
+    if dataset.config["drop_empty_history"]:
+        dropped = _drop_empty_history_rows(dataset, history_field)
+        dataset.logger.info(f"drop_empty_history: left out {dropped} rows whose {history_field} is empty")
+        return
+    from recbole.utils import ModelType
+
+    model_class = get_model(dataset.config["model"])
+    if model_class.type != ModelType.SEQUENTIAL or getattr(model_class, "accepts_empty_history", False):
+        return
+    empty = int((dataset.inter_feat[history_field].map(len) == 0).sum())
+    if empty:
+        raise ValueError(
+            f"{empty} rows of dataset '{token}' ({dataset_path}) have an empty {history_field}; "
+            f"{dataset.config['model']} cannot score them (RecBole reads history position item_length - 1). "
+            f"Set drop_empty_history=True to leave them out for every model (comparable numbers), or convert "
+            f"with --empty-history drop."
+        )
+
+
+def install_empty_history_handling():
+    recbole.data.dataset.dataset.Dataset._load_inter_feat = _load_inter_feat
+
+
 def apply():
     """Install every workaround (idempotent)."""
     install_model_lookup()
     install_checkpoint_loading()
+    install_empty_history_handling()

@@ -95,3 +95,33 @@ def test_sampling_default_fits_each_model_and_never_overrides_the_user(tmp_path)
     assert sampling("SASRec", loss_type="BPR") == "uniform"
     user_choice = {"distribution": "popularity", "sample_num": 2, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
     assert sampling("BPR", train_neg_sample_args=user_choice) == "popularity"
+
+
+# --- empty histories --------------------------------------------------------------------------------------------------
+def _load(model, mind_dataset, **extra):
+    from recbole.data import create_dataset
+
+    data_path, name = mind_dataset
+    return create_dataset(Config(model=model, dataset=name, config_dict={"data_path": data_path, **extra}))
+
+
+def test_sequential_baseline_with_empty_histories_stops_with_a_clear_error(mind_dataset):
+    with pytest.raises(ValueError, match=r"rows of dataset 'mind' .* empty item_id_list; SASRec cannot score them"):
+        _load("SASRec", mind_dataset)
+
+
+def test_drop_empty_history_leaves_the_same_rows_for_every_model(mind_dataset):
+    kept = _load("EmbSum", mind_dataset)  # EmbSum reads empty histories: nothing dropped by default
+    empty = int((kept.inter_feat["item_id_list"].map(len) == 0).sum())
+    assert empty > 0, "the synthetic dataset should contain users without history"
+    sizes = {}
+    for model in ("SASRec", "BPR", "EmbSum"):
+        dataset = _load(model, mind_dataset, drop_empty_history=True)
+        assert int((dataset.inter_feat["item_id_list"].map(len) == 0).sum()) == 0
+        sizes[model] = dataset.file_size_list
+    assert sizes["SASRec"] == sizes["BPR"] == sizes["EmbSum"]
+    assert sum(sizes["EmbSum"]) == len(kept.inter_feat) - empty
+    # RecBole alone crashes on them inside the model; needed while SASRec reads position item_length - 1.
+    from recbole.model.sequential_recommender.sasrec import SASRec
+
+    assert "item_seq_len - 1" in __import__("inspect").getsource(SASRec.forward)

@@ -1,0 +1,101 @@
+"""End to end through the entry points a user types: `run_recbole`, `python -m recbole_embsum`, `recbole-embsum`."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import recbole_embsum
+from recbole_embsum.cli import COMMAND_MODULES, build_parser
+
+BIN = os.path.dirname(sys.executable)
+
+# A T5 of a few thousand parameters with a tokenizer trained on the dataset: no download, seconds per epoch.
+TINY_EMBSUM = [
+    "--plm_init=scratch",
+    "--plm_config={'d_model':16,'d_ff':32,'num_layers':1,'num_decoder_layers':1,'num_heads':2,'d_kv':8}",
+    "--tokenizer_vocab_size=300",
+    "--upe_codes=4",
+    "--cpe_codes=2",
+    "--train_batch_size=16",
+    "--eval_batch_size=512",
+]
+
+
+def _run(command, tmp_path, *extra):
+    result = subprocess.run(
+        [*command, *extra, f"--checkpoint_dir={tmp_path}/saved", "--show_progress=False"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def test_baseline_trains_and_reloads_its_best_checkpoint_through_run_recbole(mind_dataset, tmp_path):
+    data_path, name = mind_dataset
+    output = _run([f"{BIN}/run_recbole", "--model=BPR", f"--dataset={name}"], tmp_path,
+                  f"--data_path={data_path}", "--epochs=1")
+    # The best checkpoint is written, then re-loaded for the test evaluation (torch >= 2.6 weights_only workaround).
+    (checkpoint,) = (tmp_path / "saved").glob("BPR-*.pth")
+    assert f"Loading model structure and parameters from {checkpoint}" in output
+    assert "test result" in output and "imp_auc" in output
+
+
+def test_sequential_baseline_runs_through_python_dash_m(mind_dataset, tmp_path):
+    data_path, name = mind_dataset
+    output = _run([sys.executable, "-m", "recbole_embsum", "--model=SASRec", f"--dataset={name}"], tmp_path,
+                  f"--data_path={data_path}", "--epochs=1", "--n_layers=1", "--hidden_size=16", "--inner_size=16",
+                  "--drop_empty_history=True")
+    assert "test result" in output and "imp_ndcg@10" in output
+
+
+def test_embsum_trains_validates_and_tests_through_run_recbole(mind_dataset, tmp_path):
+    data_path, name = mind_dataset
+    output = _run([f"{BIN}/run_recbole", "--model=EmbSum", f"--dataset={name}"], tmp_path,
+                  f"--data_path={data_path}", "--epochs=1", *TINY_EMBSUM)
+    assert "EmbSumTrainer" in output or "EmbSum(" in output
+    assert "best valid" in output and "test result" in output and "imp_auc" in output
+    assert list((tmp_path / "saved").glob("EmbSum-*.pth"))
+
+
+def test_recbole_own_run_recbole_finds_embsum_after_import(mind_dataset, tmp_path):
+    import recbole.quick_start
+
+    data_path, name = mind_dataset
+    config = dict(arg.lstrip("-").split("=", 1) for arg in TINY_EMBSUM)
+    config = {key: eval(value) if value[:1] in "{0123456789" else value for key, value in config.items()}
+    config.update({"data_path": data_path, "epochs": 1, "checkpoint_dir": str(tmp_path), "show_progress": False})
+    result = recbole.quick_start.run_recbole(model="EmbSum", dataset=name, config_dict=config, saved=False)
+    assert 0.0 <= result["test_result"]["imp_auc"] <= 1.0
+    assert recbole_embsum.run_recbole is recbole.quick_start.run_recbole
+
+
+def test_unknown_model_on_the_command_line_fails_with_the_places_searched(tmp_path):
+    result = subprocess.run([f"{BIN}/run_recbole", "--model=EmbSun", "--dataset=mind"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Unknown model 'EmbSun'" in result.stderr
+    assert "recbole.model.sequential_recommender.embsun" in result.stderr
+
+
+def test_recbole_embsum_lists_every_subcommand_with_help():
+    parser = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    assert len(COMMAND_MODULES) >= 1
+    for expected in ("convert", "synth", "summarize", "compare", "export", "recommend"):
+        assert expected in subcommands, expected
+    for name, subparser in subcommands.items():
+        assert subparser.format_help().startswith("usage: recbole-embsum " + name)
+    result = subprocess.run([f"{BIN}/recbole-embsum", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "convert" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--nproc", "--world_size", "--ip", "--port", "--group_offset", "--config_files"])
+def test_run_recbole_accepts_recbole_script_flags(flag):
+    from recbole_embsum.quick_start import build_parser as run_parser
+
+    assert flag in run_parser().format_help()
