@@ -2,7 +2,7 @@
 
 RecBole 1.2.1 runs several processes with ``recbole.quick_start.run(..., nproc, world_size, ip, port, group_offset)``
 (``torch.multiprocessing.spawn``; each rank builds a ``Config`` with ``local_rank`` set, which joins the process
-group). `install()` corrects four RecBole behaviours on that path, each named where it is patched:
+group). `install()` corrects five RecBole behaviours on that path, each named where it is patched:
 
 1. ``Config._init_device`` hard-codes ``backend="nccl"``, ``torch.device("cuda", rank)`` and
    ``torch.cuda.set_device`` and asserts one ``gpu_id`` per process, so it cannot run without CUDA -> `init_device`
@@ -16,10 +16,12 @@ group). `install()` corrects four RecBole behaviours on that path, each named wh
    last shard with repeated rows -> every rank's rows are gathered (`gather_rows`), padded rows dropped, original
    order restored, and the metrics computed once on all rows (so per-impression grouping happens after the gather).
 4. ``Trainer._map_reduce`` is then the identity: the result is already global on every rank.
+5. ``Trainer.__init__`` names the checkpoint after the local time in seconds, so ranks can disagree on the file that
+   rank 0 writes and every rank reloads for testing, and ``Trainer._save_checkpoint`` returns at once on other ranks,
+   which may then read a half-written file -> all ranks use rank 0's name and wait for its write.
 
-Checkpoints and logs: ``_init_device`` (ours, like RecBole's) sets ``state: error``, ``show_progress: False`` and
-``verbose: False`` on ranks other than 0; `EmbSumTrainer` writes checkpoints from rank 0 only (`is_main_process`),
-shares rank 0's file name (`broadcast_object`) and waits for the write (`barrier`).
+Logs: ``_init_device`` (ours, like RecBole's) sets ``state: error``, ``show_progress: False`` and ``verbose: False``
+on ranks other than 0, so their log files stay empty. Checkpoints are written by rank 0 only.
 
 Sharded export: `shard_range` gives each rank a contiguous block of ids and `gather_shards` reassembles the blocks in
 id order on every rank (both are the identity without a process group)::
@@ -217,7 +219,36 @@ def _result_is_global(self, result, num_sample):
     return result
 
 
-# --- 5. sharded export -----------------------------------------------------------------------------------------------
+# --- 5. one checkpoint file, complete before anyone reads it ----------------------------------------------------------
+def _sharing_checkpoint_file(init):
+    """Wrap ``Trainer.__init__``: every rank adopts rank 0's ``saved_model_file``."""
+    if getattr(init, "_embsum_shared_file", False):
+        return init
+
+    @functools.wraps(init)
+    def wrapper(self, config, model):
+        init(self, config, model)
+        self.saved_model_file = broadcast_object(self.saved_model_file, config)
+
+    wrapper._embsum_shared_file = True
+    return wrapper
+
+
+def _waiting_for_checkpoint(save_checkpoint):
+    """Wrap ``Trainer._save_checkpoint``: other ranks continue once rank 0 has written the file."""
+    if getattr(save_checkpoint, "_embsum_waiting", False):
+        return save_checkpoint
+
+    @functools.wraps(save_checkpoint)
+    def wrapper(self, *args, **kwargs):
+        save_checkpoint(self, *args, **kwargs)
+        barrier(self.config)
+
+    wrapper._embsum_waiting = True
+    return wrapper
+
+
+# --- sharded export -----------------------------------------------------------------------------------------------
 def _rank_and_world(rank, world_size):
     initialized = dist.is_available() and dist.is_initialized()
     if world_size is None:
@@ -261,3 +292,5 @@ def install():
     AbstractTrainer.__init__ = _abstract_trainer_init
     Trainer.evaluate = _gathering_evaluate(Trainer.evaluate)
     Trainer._map_reduce = _result_is_global
+    Trainer.__init__ = _sharing_checkpoint_file(Trainer.__init__)
+    Trainer._save_checkpoint = _waiting_for_checkpoint(Trainer._save_checkpoint)

@@ -20,7 +20,8 @@ What it adds to `recbole.trainer.Trainer` (see ../shared/notes/recbole-1.2.1.md,
   before the bad step's backward pass, so no checkpoint of a broken model is written.
 * **Data parallel** (issue #8): RecBole's DDP hooks (``set_reduce_hook``/``sync_grad_loss``) are kept; micro-batches
   inside an accumulation group skip the gradient all-reduce (``DistributedDataParallel.no_sync``); logged losses are
-  averaged over ranks; only rank 0 writes checkpoints and all ranks share its file name (`distributed.py`).
+  averaged over ranks; only rank 0 writes checkpoints, and the others wait for the write. The rest of the DDP path
+  (gloo on CPU, the DDP wrapper, evaluation over all ranks' rows, one checkpoint name) is `distributed.install()`.
 """
 import contextlib
 import math
@@ -105,8 +106,6 @@ class EmbSumTrainer(Trainer):
         self.scheduler = None  # built at the first epoch, when the number of batches is known
         self._resumed_scheduler_state = None
         self.global_step = 0  # optimizer steps taken
-        # RecBole names the file by the local time in seconds; ranks may differ by one, so use rank 0's.
-        self.saved_model_file = distributed.broadcast_object(self.saved_model_file, config)
 
     # ------------------------------------------------------------------------------------------ optimizer
     def _build_optimizer(self, **kwargs):
