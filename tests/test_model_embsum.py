@@ -340,6 +340,12 @@ def test_item_cache_is_reused_and_invalidated(prepared):
     assert len(calls) > n_first and not torch.allclose(changed, first)
     model.train()
     assert model._item_cache is None
+    model.eval()
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # as a trainer's bf16 evaluation fills the cache
+            model.predict(rows)
+        assert model._item_cache.dtype == torch.bfloat16
+        assert torch.isfinite(model.predict(rows)).all() and torch.isfinite(model.full_sort_predict(rows)).all()
 
 
 def test_full_sort_matches_predict(prepared):

@@ -300,7 +300,8 @@ class EmbSum(SequentialRecommender):
         return tuple(p._version for p in self.parameters())
 
     def _eval_item_poly(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """CPEs of ``item_ids`` [N] -> [N, n, d]; in evaluation each item is encoded once per pass and cached."""
+        """CPEs of ``item_ids`` [N] -> [N, n, d]; in evaluation each item is encoded once per pass and cached
+        (in the dtype it was computed in, e.g. bf16 under autocast)."""
         if self.training:
             return self.item_poly_embeddings(item_ids)
         key = (self._weights_key(), item_ids.device)
@@ -315,7 +316,7 @@ class EmbSum(SequentialRecommender):
                 poly = self.item_poly_embeddings(chunk)  # [c, n, d]
                 if self._item_cache is None:
                     self._item_cache = poly.new_zeros(self.n_items, *poly.shape[1:])
-                self._item_cache[chunk] = poly
+                self._item_cache[chunk] = poly.to(self._item_cache.dtype)
                 self._item_cache_ready[chunk] = True
         return self._item_cache[item_ids]
 
@@ -329,11 +330,12 @@ class EmbSum(SequentialRecommender):
     def predict(self, interaction):
         """Scores of (history, candidate) rows [R] (RecBole's labeled evaluation)."""
         user_poly = self._row_user_poly(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])  # [R, m, d]
-        item_poly = self._eval_item_poly(interaction[self.ITEM_ID])  # [R, n, d]
+        item_poly = self._eval_item_poly(interaction[self.ITEM_ID]).to(user_poly.dtype)  # [R, n, d]
         return self.scorer.score_pairs(user_poly, item_poly)  # [R]
 
     def full_sort_predict(self, interaction):
         """Scores of every history in the batch against all items -> [B, n_items]."""
         user_poly = self._row_user_poly(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])  # [B, m, d]
         all_items = torch.arange(self.n_items, device=user_poly.device)
-        return self.scorer.score_grid(user_poly, self._eval_item_poly(all_items))  # [B, n_items]
+        item_poly = self._eval_item_poly(all_items).to(user_poly.dtype)  # [n_items, n, d]
+        return self.scorer.score_grid(user_poly, item_poly)  # [B, n_items]
