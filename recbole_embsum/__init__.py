@@ -7,6 +7,7 @@ yaml defaults with RecBole, so RecBole's own entry points find them by name::
     import recbole_embsum
     recbole_embsum.run_recbole(model="EmbSum", dataset="mind", config_dict={"data_path": "data"})
 """
+from recbole_embsum import compat  # noqa: F401  (first: its warning filter must precede RecBole's ray import)
 from recbole_embsum.registry import default_config_files, register
 
 register()

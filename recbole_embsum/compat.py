@@ -11,14 +11,21 @@ import difflib
 import functools
 import importlib.util
 import os
+import warnings
 
-import recbole.config.configurator
-import recbole.data.dataset.dataset
-import recbole.quick_start
-import recbole.quick_start.quick_start
-import recbole.trainer.trainer
-import recbole.utils
-import recbole.utils.utils
+# --- 0. ray 2.6.3 warns on import ------------------------------------------------------------------------------------
+# recbole.quick_start imports ray, whose ray/_private/parameter.py imports pkg_resources; setuptools (< 81, pinned for
+# that very import) then prints a deprecation UserWarning on every run and every `recbole-embsum --help`. Silenced for
+# that one message; this module must be imported before recbole.quick_start (recbole_embsum/__init__.py does so).
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API", category=UserWarning)
+
+import recbole.config.configurator  # noqa: E402
+import recbole.data.dataset.dataset  # noqa: E402
+import recbole.quick_start  # noqa: E402
+import recbole.quick_start.quick_start  # noqa: E402
+import recbole.trainer.trainer  # noqa: E402
+import recbole.utils  # noqa: E402
+import recbole.utils.utils  # noqa: E402
 
 # The packages RecBole's get_model searches, in its own order (recbole/utils/utils.py:get_model).
 MODEL_SUBMODULES = (
@@ -202,8 +209,20 @@ def install_empty_history_handling():
     recbole.data.dataset.dataset.Dataset._load_inter_feat = _load_inter_feat
 
 
+# --- 5. RecBole turns on autograd anomaly detection for the whole process ---------------------------------------------
+# recbole/model/sequential_recommender/sine.py runs torch.autograd.set_detect_anomaly(True) at import, and importing
+# any sequential model imports it: every backward pass of every model then checks for NaNs (about 40% of an EmbSum
+# step on CPU). Anomaly detection is a debugging switch; turn it back off (a user may still turn it on explicitly).
+def disable_anomaly_detection():
+    import recbole.model.sequential_recommender  # noqa: F401  (the import that switches it on)
+    import torch
+
+    torch.autograd.set_detect_anomaly(False)
+
+
 def apply():
     """Install every workaround (idempotent)."""
+    disable_anomaly_detection()
     install_model_lookup()
     install_checkpoint_loading()
     install_empty_history_handling()

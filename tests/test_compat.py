@@ -125,3 +125,27 @@ def test_drop_empty_history_leaves_the_same_rows_for_every_model(mind_dataset):
     from recbole.model.sequential_recommender.sasrec import SASRec
 
     assert "item_seq_len - 1" in __import__("inspect").getsource(SASRec.forward)
+
+
+# --- anomaly detection ------------------------------------------------------------------------------------------------
+def test_importing_recbole_models_switches_on_anomaly_detection_and_apply_switches_it_off():
+    code = (
+        "import torch, recbole.model.sequential_recommender; a = torch.is_anomaly_enabled(); "
+        "import recbole_embsum; print(a, torch.is_anomaly_enabled())"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["True", "False"], result.stderr[-2000:]
+
+
+def test_ray_import_warning_is_needed_and_silenced():
+    import subprocess
+    import sys
+
+    plain = subprocess.run([sys.executable, "-c", "import recbole.quick_start"], capture_output=True, text=True,
+                           timeout=300)
+    assert "pkg_resources is deprecated" in plain.stderr  # needed while ray 2.6.3 imports pkg_resources
+    ours = subprocess.run([sys.executable, "-c", "import recbole_embsum"], capture_output=True, text=True, timeout=300)
+    assert ours.returncode == 0 and "pkg_resources is deprecated" not in ours.stderr
