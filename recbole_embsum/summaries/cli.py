@@ -32,6 +32,10 @@ def register(subparsers):
     parser.add_argument("--max_items", type=int, help="items per prompt (paper: 60)")
     parser.add_argument("--domain", choices=["auto", "news", "books"], help="which built-in template")
     parser.add_argument("--template", metavar="FILE", help="YAML file overriding parts of the prompt template")
+    parser.add_argument("--split", choices=["train", "test"], default="train",
+                        help="train: the training users (default); test: the test users not in training, from their "
+                             "test-time history (references for `evaluate-summaries`, paper Table 3), written to "
+                             "<dataset>.test.summaries.jsonl by default")
     parser.add_argument("--max_users", type=int, help="only the first N training users")
     parser.add_argument("--output", metavar="FILE", help="summary file (default: <data_path>/<dataset>/"
                                                          "<dataset>.summaries.jsonl)")
@@ -55,7 +59,7 @@ def run(args):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         options = resolve_options(args.config, {name: getattr(args, name) for name in _OPTION_FLAGS})
-        report = summarize_dataset(args.data_path, args.dataset, options)
+        report = summarize_dataset(args.data_path, args.dataset, options, split=args.split)
     except (OptionsError, SummaryMismatchError, TooManyFailures, BackendFatalError, ValueError, OSError) as err:
         print(f"recbole-embsum summarize: error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""What each training user engaged with, read from a converted dataset folder (docs/design.md) with the csv module.
+"""What each user engaged with, read from a converted dataset folder (docs/design.md) with the csv module.
 
 **Definition of a user's engagement** (the input of the summary prompt): the ``item_id_list`` of the user's latest
 training row (largest ``timestamp``; a later row in the file wins a tie), followed by the items the user clicked in
@@ -6,7 +6,10 @@ the training split (rows with ``label > 0``, in ``(timestamp, row)`` order) that
 Duplicates keep their first position. The result is chronological, oldest first. This covers both ways a converter
 can build histories: a fixed pre-period history (MIND's ``History`` column: the training clicks are appended) and a
 growing one (earlier clicks are already in the latest history, so only the latest click is appended). Valid and test
-rows are never read, so summaries only see what training sees.
+rows are never read for it, so training summaries only see what training sees.
+
+For the summary-quality evaluation (paper Table 3), :func:`evaluation_histories` gives the test users who are not in
+the training split their test-time history instead (``recbole-embsum summarize --split test``).
 """
 import csv
 import json
@@ -85,14 +88,13 @@ def _float(cell, path, lineno, field):
         raise DatasetFileError(f"{path}, line {lineno}, field '{field}': not a number: {cell!r}") from None
 
 
-def training_engagements(train_path):
-    """Stream ``<dataset>.train.inter`` and return ``{user_id: [item_id, ...]}`` (chronological, oldest first).
-
-    Users appear in the order of their first training row. See the module docstring for the exact definition.
-    """
-    path = Path(train_path)
-    latest = {}  # user -> (timestamp, row number, history cell) of the latest row so far
-    clicks = {}  # user -> [(timestamp, row number, item_id)]
+def _scan_rows(path):
+    """Stream a ``.inter`` file: ``(latest, clicks)`` with ``latest[user] = (timestamp, row number, history cell)`` of
+    the user's latest row (a later row wins a tie) and ``clicks[user] = [(timestamp, row number, item_id)]`` of
+    rows with ``label > 0``. Users appear in the order of their first row."""
+    path = Path(path)
+    latest = {}
+    clicks = {}
     csv.field_size_limit(sys.maxsize)  # a token_seq cell can be long
     with open(path, "r", encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
@@ -115,6 +117,15 @@ def training_engagements(train_path):
             user_clicks = clicks.setdefault(user, [])
             if _float(row[col["label"]], path, lineno, "label") > 0:
                 user_clicks.append((stamp, lineno, row[col["item_id"]]))
+    return latest, clicks
+
+
+def training_engagements(train_path):
+    """Stream ``<dataset>.train.inter`` and return ``{user_id: [item_id, ...]}`` (chronological, oldest first).
+
+    Users appear in the order of their first training row. See the module docstring for the exact definition.
+    """
+    latest, clicks = _scan_rows(train_path)
     engagements = {}
     for user, (_, _, history_cell) in latest.items():
         sequence = list(dict.fromkeys(history_cell.split()))  # order-preserving de-duplication
@@ -124,5 +135,19 @@ def training_engagements(train_path):
                 seen.add(item)
                 sequence.append(item)
         engagements[user] = sequence
-    logger.info("%s: %d training users", path, len(engagements))
+    logger.info("%s: %d training users", train_path, len(engagements))
     return engagements
+
+
+def evaluation_histories(inter_path, training_users):
+    """Histories of the users of an evaluation file (``<dataset>.test.inter``) who are not in ``training_users``
+    (the paper's Table 3 users): ``{user_id: [item_id, ...]}``, the ``item_id_list`` of the user's latest row in
+    that file, de-duplicated, chronological. Only the history is read, never the row's candidates or labels, so a
+    summary of it sees what the model sees when it scores that row. Users with an empty history are included (with
+    ``[]``)."""
+    training_users = set(training_users)
+    latest, _ = _scan_rows(inter_path)
+    histories = {user: list(dict.fromkeys(cell.split())) for user, (_, _, cell) in latest.items()
+                 if user not in training_users}
+    logger.info("%s: %d users not in training", inter_path, len(histories))
+    return histories

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .backends import SummaryJob, backend_identity, make_backend
-from .history import dataset_file, load_item_texts, training_engagements
+from .history import dataset_file, evaluation_histories, load_item_texts, training_engagements
 from .prompt import build_messages, domain_for, prompt_hash, recent_first, resolve_template
 from .store import SummaryAppender, load_records, make_record, summaries_path
 
@@ -85,16 +85,27 @@ def _check_not_mixed(path, records, current_hashes, backend_name, model):
         )
 
 
-def summarize_dataset(data_path, dataset, options):
+SPLITS = ("train", "test")
+
+
+def summarize_dataset(data_path, dataset, options, split="train"):
     """Summarise the training users of ``<data_path>/<dataset>``; ``options`` as from ``resolve_options``.
+
+    ``split="test"`` summarises instead the users of ``<dataset>.test.inter`` who are not in the training split,
+    from their test-time history (the references of the paper's Table 3), into ``<dataset>.test.summaries.jsonl``
+    by default.
 
     Returns a :class:`SummaryReport`. Raises :class:`SummaryMismatchError` before asking anything when the output
     file was made differently, :class:`TooManyFailures` or ``BackendFatalError`` when the backend cannot work.
     """
     started = time.monotonic()
-    path = Path(options["output"]) if options["output"] else summaries_path(data_path, dataset)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = Path(options["output"]) if options["output"] else summaries_path(data_path, dataset, split)
     texts = load_item_texts(dataset_file(data_path, dataset, ".text.jsonl"))
     engagements = training_engagements(dataset_file(data_path, dataset, ".train.inter"))
+    if split == "test":
+        engagements = evaluation_histories(dataset_file(data_path, dataset, ".test.inter"), engagements)
     users = list(engagements)[: options["max_users"]] if options["max_users"] else list(engagements)
 
     backend_name, model = backend_identity(options["backend"], options)

@@ -19,9 +19,11 @@ class SummaryFileError(ValueError):
     """A summaries file has a malformed line (not a torn last line)."""
 
 
-def summaries_path(data_path, dataset):
-    """The default location of a dataset's summary file: ``<data_path>/<dataset>/<dataset>.summaries.jsonl``."""
-    return Path(data_path) / dataset / f"{dataset}.summaries.jsonl"
+def summaries_path(data_path, dataset, split="train"):
+    """The default location of a dataset's summary file: ``<data_path>/<dataset>/<dataset>.summaries.jsonl``
+    (``split="test"``: ``<dataset>.test.summaries.jsonl``, the evaluation users' reference summaries)."""
+    infix = "" if split == "train" else f".{split}"
+    return Path(data_path) / dataset / f"{dataset}{infix}.summaries.jsonl"
 
 
 def make_record(user_id, summary, backend, model, prompt_hash):
