@@ -196,8 +196,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=16, help="users in the grid (default: %(default)s)")
     parser.add_argument("--items", type=int, default=16384, help="candidates in the grid (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=256,
-                        help="grid items per chunk (cache-sized; default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=4096,
+                        help="grid items per chunk (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stream-items", type=int, default=1_000_000)
     parser.add_argument("--stream-chunks", default="4096,32768", help="chunk sizes for the 1M stream")

@@ -80,6 +80,7 @@ def test_round_trip_scores_every_user_item_pair_across_shards(random_export):
     for u, user in enumerate(user_ids):
         torch.testing.assert_close(store.score(user, candidates),
                                    reference_scores(user_poly[u], item_poly[rows], w_s))
+        torch.testing.assert_close(store.score(user, candidates, chunk_size=3), store.score(user, candidates))
     assert store.summary("U2") == "likes topic 2"
 
 

@@ -88,6 +88,6 @@ def register(subparsers):
     what.add_argument("--candidates", type=_id_list, help="comma-separated raw item ids to rank")
     what.add_argument("--topk", type=_positive, help="rank the whole catalogue and print the best K")
     rec.add_argument("--chunk-size", type=_positive, default=8192,
-                     help="items scored at a time with --topk (bounds memory; default 8192)")
+                     help="items scored at a time (bounds memory; default 8192)")
     rec.add_argument("--explain", action="store_true", help="print the user's stored interest summary first")
     rec.set_defaults(func=run_recommend)

@@ -152,9 +152,9 @@ def export_model(model, config, dataset, output: str, items_file: Optional[str] 
         with torch.no_grad():
             probe = model.item_poly_embeddings(torch.tensor([1], device=device))  # [1, n, d]
         sizes = {"m": model.upe.codes.size(0), "n": probe.size(1), "d": probe.size(2)}
-        inputs = {name: {"path": os.path.abspath(path), "sha256": file_sha256(path)}
+        inputs = {name: {"file": os.path.basename(path), "sha256": file_sha256(path)}
                   for name, path in (("items", items_file), ("users", users_file)) if path}
-        source = {"checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
+        source = {"checkpoint": os.path.basename(checkpoint) if checkpoint else None,
                   "model_sha256": model_fingerprint(model), "inputs": inputs}
         plan = make_plan(source, sizes, item_raw, user_raw, dtype, shard_rows, summaries)
         writer = ExportWriter(output, plan, overwrite=overwrite)

@@ -27,7 +27,7 @@ def recommend(store: EmbeddingStore, user: str, candidates: Optional[Sequence[st
     if candidates is not None:
         if not candidates:
             raise ValueError("the candidate list is empty")
-        scores = store.score(user, candidates).tolist()
+        scores = store.score(user, candidates, chunk_size).tolist()
         ranked = sorted(zip(candidates, scores), key=lambda pair: -pair[1])[:k]
     else:
         ranked = store.topk(user, k, chunk_size)

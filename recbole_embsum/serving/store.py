@@ -142,6 +142,8 @@ class EmbeddingStore:
                 raise ExportFormatError(f"{other.folder} and {first.folder} come from different models "
                                         f"(sizes {other.sizes} vs {first.sizes}, or a different W^s)")
         self.sizes = first.sizes
+        self._shadowed: Dict[int, Optional[torch.Tensor]] = {}
+        self.n_items = len(set().union(*(folder.ids["items"] for folder in self.folders)))  # distinct item ids
 
     def _locate(self, section: str, raw_id: str) -> Optional[Tuple[ExportFolder, int]]:
         for folder in reversed(self.folders):
@@ -156,11 +158,6 @@ class EmbeddingStore:
         return KeyError(f"unknown {kind}(s) {', '.join(map(repr, raw_ids[:5]))}"
                         f"{' and more' if len(raw_ids) > 5 else ''}: not in the export(s) {where}; embed new "
                         f"{kind}s with `recbole-embsum export {option}`")
-
-    @property
-    def n_items(self) -> int:
-        """Number of distinct item ids over all folders."""
-        return len(set().union(*(folder.ids["items"] for folder in self.folders)))
 
     def user_poly(self, user: str) -> torch.Tensor:
         """The stored UPE ``A`` of ``user``: [m, d] float32."""
@@ -187,11 +184,17 @@ class EmbeddingStore:
                 keys[list(where)] = folder.rows("items", "keys", rows)
         return poly, keys
 
-    def score(self, user: str, candidates: Sequence[str]) -> torch.Tensor:
-        """Relevance scores s (Eqs. (3)-(4)) of ``candidates`` for ``user``: [len(candidates)], float32."""
+    def score(self, user: str, candidates: Sequence[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+        """Relevance scores s (Eqs. (3)-(4)) of ``candidates`` for ``user``: [len(candidates)], float32.
+
+        Candidates are gathered ``chunk_size`` at a time, so a long list costs one chunk of embeddings in memory.
+        """
         user_poly = self.user_poly(user)  # A: [m, d]
-        item_poly, item_keys = self.item_poly(candidates)  # B, gelu(B W^s): [N, n, d]
-        return poly_score(user_poly, item_poly, item_keys)
+        scores = []
+        for start in range(0, len(candidates), chunk_size):
+            item_poly, item_keys = self.item_poly(candidates[start:start + chunk_size])  # B, gelu(B W^s): [c, n, d]
+            scores.append(poly_score(user_poly, item_poly, item_keys))  # [c]
+        return torch.cat(scores) if scores else torch.empty(0)
 
     def iter_scores(self, users: Sequence[str],
                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[Tuple[int, torch.Tensor]]:
@@ -199,7 +202,7 @@ class EmbeddingStore:
 
         Yields ``(first position, scores [U, c])``; positions run over the folders' items in order (see
         :meth:`item_at`), and an item overridden by a later folder scores ``-inf`` at its earlier position.
-        Each chunk is read once and scored for every user while it is in cache.
+        Each chunk is read from the shards once, for all users.
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -232,10 +235,11 @@ class EmbeddingStore:
 
     def _shadowed_rows(self, i: int) -> Optional[torch.Tensor]:
         """Bool mask [rows] of folder ``i``'s items that a later folder overrides (None when there are none)."""
-        later = set().union(*(folder.ids["items"] for folder in self.folders[i + 1:]))
-        if not later:
-            return None
-        return torch.tensor([raw in later for raw in self.folders[i].ids["items"]], dtype=torch.bool)
+        if i not in self._shadowed:
+            later = set().union(*(folder.ids["items"] for folder in self.folders[i + 1:]))
+            self._shadowed[i] = torch.tensor([raw in later for raw in self.folders[i].ids["items"]],
+                                             dtype=torch.bool) if later else None
+        return self._shadowed[i]
 
     def summary(self, user: str) -> Optional[str]:
         """The interest summary stored with ``user``'s embedding by ``export --summaries``, or None."""
