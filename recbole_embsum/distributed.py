@@ -76,6 +76,18 @@ def broadcast_object(obj, config=None):
     return holder[0]
 
 
+def broadcast_module(module, config=None):
+    """Copy rank 0's parameters and buffers into ``module`` on every rank, in place (e.g. after only rank 0 read a
+    checkpoint: on several machines the others may not see rank 0's files)."""
+    if not is_distributed(config):
+        return
+    for tensor in [*module.parameters(), *module.buffers()]:
+        sent = tensor.data.to(_comm_device(tensor))
+        dist.broadcast(sent, src=0)
+        if sent.data_ptr() != tensor.data.data_ptr():
+            tensor.data.copy_(sent)
+
+
 def _comm_device(tensor):
     """NCCL moves CUDA tensors only; gloo moves CPU tensors."""
     if dist.get_backend() == dist.Backend.NCCL:

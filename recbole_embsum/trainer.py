@@ -304,14 +304,22 @@ class EmbSumTrainer(Trainer):
     # ----------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        """RecBole's evaluation, loading the best checkpoint (or ``model_file``) with the full unpickler."""
+        """RecBole's evaluation, loading the best checkpoint (or ``model_file``) with the full unpickler.
+
+        Under DDP only rank 0 reads the file and sends the weights to the others, so ranks on other machines need
+        not see rank 0's checkpoint folder.
+        """
         if not eval_data:
             return None
         if load_best_model:
             checkpoint_file = model_file or self.saved_model_file
-            checkpoint = load_checkpoint(checkpoint_file, self.device)
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.load_other_parameter(checkpoint.get("other_parameter"))
-            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+            other_parameter = None
+            if distributed.is_main_process(self.config):
+                checkpoint = load_checkpoint(checkpoint_file, self.device)
+                self.model.load_state_dict(checkpoint["state_dict"])
+                other_parameter = checkpoint.get("other_parameter")
+                self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+            distributed.broadcast_module(self.model, self.config)
+            self.model.load_other_parameter(distributed.broadcast_object(other_parameter, self.config))
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 

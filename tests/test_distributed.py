@@ -48,6 +48,14 @@ def _helpers_rank(rank, port, num_rows):
         merged = distributed.gather_shards(embeddings, num_rows)
         assert torch.equal(merged, torch.arange(num_rows, dtype=torch.float32)[:, None].repeat(1, 4)), merged
 
+        module = torch.nn.BatchNorm1d(3)  # a parameter and buffers, different on each rank
+        with torch.no_grad():
+            module.weight.fill_(rank + 1.0)
+            module.running_mean.fill_(rank + 5.0)
+        distributed.broadcast_module(module, {"single_spec": False})
+        assert module.weight.tolist() == [1.0] * 3 and module.running_mean.tolist() == [5.0] * 3
+        assert distributed.broadcast_object({"rank": rank}, {"single_spec": False}) == {"rank": 0}
+
         with pytest.raises(RuntimeError, match="one collected row per evaluated sample"):
             distributed.gather_rows(local[: 3 - rank], num_rows)  # rank 1 collected a row too few
     finally:
@@ -102,7 +110,19 @@ def single_process_evaluation(model, config_dict, checkpoint):
             len(valid_data._dataset))
 
 
-def run_two_ranks_and_compare(model, data_path, tmp_path, monkeypatch, model_options):
+def assert_same_metrics(ddp, single, pooled_tolerance):
+    """Per-impression metrics exactly equal; pooled AUC within ``pooled_tolerance``: a model whose scores depend on
+    batch composition in the last float bits (EmbSum pads each batch to its longest text) may flip a near-tie pair
+    among the ~10^5 pairs pooled AUC ranks."""
+    assert set(ddp) == set(single) == {m.lower() for m in METRICS}
+    for name, value in single.items():
+        if name.startswith("imp_"):
+            assert ddp[name] == value, name
+        else:
+            assert ddp[name] == pytest.approx(value, abs=pooled_tolerance), name
+
+
+def run_two_ranks_and_compare(model, data_path, tmp_path, monkeypatch, model_options, pooled_tolerance=0.0):
     import recbole_embsum  # noqa: F401
 
     monkeypatch.chdir(tmp_path)  # RecBole writes log/ and log_tensorboard/ in the working directory
@@ -117,9 +137,8 @@ def run_two_ranks_and_compare(model, data_path, tmp_path, monkeypatch, model_opt
     logs = [path for path in glob.glob("log/*/*.log") if os.path.getsize(path) > 0]
     assert len(logs) == 1, logs  # rank 1 logs errors only
     valid, test, valid_rows = single_process_evaluation(model, config_dict, checkpoint)
-    assert result["best_valid_result"] == valid
-    assert result["test_result"] == test
-    assert set(test) == {m.lower() for m in METRICS}
+    assert_same_metrics(result["best_valid_result"], valid, pooled_tolerance)
+    assert_same_metrics(result["test_result"], test, pooled_tolerance)
     return result, valid_rows
 
 
@@ -141,6 +160,7 @@ def test_two_gloo_ranks_train_embsum_with_accumulation_and_match_single_process_
     copy_with_summaries(mind_dataset[0], data_root)  # the tokenizer cache is written beside the data
     options = dict(TINY, grad_accum_steps=2, lr_scheduler="linear", warmup_ratio=0.1, learner="adamw",
                    metrics=METRICS, valid_metric="imp_auc", show_progress=False, state="INFO")
-    result, valid_rows = run_two_ranks_and_compare("EmbSum", str(data_root), tmp_path, monkeypatch, options)
+    result, valid_rows = run_two_ranks_and_compare("EmbSum", str(data_root), tmp_path, monkeypatch, options,
+                                                   pooled_tolerance=1e-4)
     assert valid_rows % 2 == 1  # rank 1 evaluated a padded copy of valid row 0: it must not be counted
     assert 0.0 < result["test_result"]["imp_auc"] < 1.0
