@@ -55,6 +55,10 @@ def _helpers_rank(rank, port, num_rows):
         distributed.broadcast_module(module, {"single_spec": False})
         assert module.weight.tolist() == [1.0] * 3 and module.running_mean.tolist() == [5.0] * 3
         assert distributed.broadcast_object({"rank": rank}, {"single_spec": False}) == {"rank": 0}
+        # the trainer's loss check sees a NaN of any rank on every rank, so all ranks stop together (no hang)
+        losses = torch.tensor([2.0 * rank, float("nan") if rank == 1 else 1.0])
+        mean = distributed.mean_over_ranks(losses, {"single_spec": False})
+        assert mean[0].item() == 1.0 and mean[1].isnan()
 
         with pytest.raises(RuntimeError, match="one collected row per evaluated sample"):
             distributed.gather_rows(local[: 3 - rank], num_rows)  # rank 1 collected a row too few
