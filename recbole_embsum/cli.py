@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "recbole_embsum.summaries.cli",
     "recbole_embsum.evaluation.cli",
     "recbole_embsum.serving.cli",
+    "recbole_embsum.demo",
 ]
 
 

@@ -1,0 +1,33 @@
+"""`recbole-embsum demo --quick`: the whole offline path end to end, and its refusal to overwrite a finished demo."""
+import csv
+import json
+
+from recbole_embsum.cli import main
+from recbole_embsum.demo import BASELINES
+
+
+def test_quick_demo_runs_every_step_and_tabulates_every_model(tmp_path, capsys):
+    output = tmp_path / "demo"
+    assert main(["demo", "--output", str(output), "--quick"]) == 0
+    printed = capsys.readouterr().out
+
+    with open(output / "comparison" / "results.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["model"] for row in rows] == ["EmbSum", *BASELINES]
+    assert all(row["status"] == "ok" and not row["error"] for row in rows), rows
+    assert all(0.0 <= float(row["imp_auc"]) <= 1.0 for row in rows)
+    assert (output / "comparison" / "results.png").stat().st_size > 0
+    assert list((output / "comparison" / "checkpoints").glob("EmbSum-*.pth"))
+
+    # the summaries of unseen users come with their ROUGE, and the printout says where everything went
+    rouge = json.loads((output / "summaries" / "rouge.json").read_text(encoding="utf-8"))
+    assert rouge["users"] == len((output / "summaries" / "summaries.jsonl").read_text().splitlines()) > 0
+    for expected in ("| EmbSum | ok |", "| Pop | ok |", "| ROUGE-L |", "EmbSum:", "reference:",
+                     str(output / "comparison" / "results.md"), "--plm=t5-small", "convert mind --input"):
+        assert expected in printed, expected
+
+    # a second run into the same folder is refused and leaves the results alone
+    before = (output / "comparison" / "results.csv").read_bytes()
+    assert main(["demo", "--output", str(output), "--quick"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (output / "comparison" / "results.csv").read_bytes() == before
