@@ -21,7 +21,12 @@ group). `install()` corrects five RecBole behaviours on that path, each named wh
    which may then read a half-written file -> all ranks use rank 0's name and wait for its write.
 
 Logs: ``_init_device`` (ours, like RecBole's) sets ``state: error``, ``show_progress: False`` and ``verbose: False``
-on ranks other than 0, so their log files stay empty. Checkpoints are written by rank 0 only.
+on every rank but global rank 0 (RecBole: on every machine's first process), so their log files hold errors only.
+Checkpoints are written by rank 0 only.
+
+Batch sizes: RecBole's loaders divide ``train_batch_size`` and ``eval_batch_size`` by ``world_size``
+(``AbstractDataLoader.__init__``), so they stay global; with ``grad_accum_steps`` an optimizer step sees
+``train_batch_size * grad_accum_steps`` rows over all ranks, as in one process.
 
 Sharded export: `shard_range` gives each rank a contiguous block of ids and `gather_shards` reassembles the blocks in
 id order on every rank (both are the identity without a process group)::
@@ -131,9 +136,10 @@ def init_device(self):
     if use_cuda and len(gpu_id.split(",")) < cfg["nproc"]:
         raise ValueError(f"nproc={cfg['nproc']} processes need as many GPUs in gpu_id, got gpu_id='{gpu_id}'")
     local_rank = cfg["local_rank"]
+    rank = local_rank + cfg.get("offset", 0)
     dist.init_process_group(
         backend="nccl" if use_cuda else "gloo",
-        rank=local_rank + cfg["offset"],
+        rank=rank,
         world_size=cfg["world_size"],
         init_method=f"tcp://{cfg['ip']}:{cfg['port']}",
         timeout=datetime.timedelta(seconds=float(cfg.get("dist_timeout") or DEFAULT_TIMEOUT_S)),
@@ -144,13 +150,13 @@ def init_device(self):
     else:
         cfg["device"] = torch.device("cpu")
     cfg["single_spec"] = False
-    if local_rank != 0:  # as RecBole: only the first process of a machine logs and shows progress
+    if rank != 0:  # only global rank 0 logs and shows progress (RecBole: the first process of every machine)
         cfg["state"] = "error"
         cfg["show_progress"] = False
         cfg["verbose"] = False
 
 
-# --- 2. the DDP wrapper ------------------------------------------------------------------------------------------------
+# --- 2. the DDP wrapper -----------------------------------------------------------------------------------------------
 def wrap_ddp(model, config):
     """``DistributedDataParallel`` around ``model`` on ``config['device']`` (CUDA or CPU).
 
@@ -158,7 +164,9 @@ def wrap_ddp(model, config):
     every forward: RecBole calls the DDP forward once per micro-batch (``set_reduce_hook``).
     """
     device = config["device"]
-    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    device_ids = None  # CPU modules: DDP requires None
+    if device.type == "cuda":
+        device_ids = [device.index if device.index is not None else torch.cuda.current_device()]
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 

@@ -223,7 +223,8 @@ class EmbSumTrainer(Trainer):
             if ends_group:
                 self._optimizer_step()
             if show_progress:
-                iter_data.set_postfix_str(f"loss={values.sum().item():.4f} lr={self.optimizer.param_groups[0]['lr']:.2e}")
+                lr = self.optimizer.param_groups[0]["lr"]
+                iter_data.set_postfix_str(f"loss={values.sum().item():.4f} lr={lr:.2e}")
         means = (totals / num_batches).tolist()
         return tuple(means) if len(means) > 1 else means[0]
 
