@@ -194,7 +194,7 @@ def test_bf16_needs_no_scaler(mind_dataset, tmp_path, splits):
     config = make_config(mind_dataset, tmp_path, enable_amp=True, enable_scaler=True)
     trainer = make_trainer(config, splits[0])
     assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
-    trainer._train_epoch(train_loader(config, splits[0], 16), 0)
+    trainer._train_epoch(train_loader(config, splits[0], 16), 0, show_progress=True)  # with a tqdm bar
     assert trainer.global_step == 2
 
 
