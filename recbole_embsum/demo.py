@@ -43,6 +43,7 @@ EMBSUM_CONFIG = {
     "summary_max_tokens": 32,
     "learning_rate": 0.002,
     "train_batch_size": 32,
+    "summary_weight": 0.5,  # lambda in Eq. (6), raised from 0.05 so a few epochs teach the decoder to summarise
 }
 BASELINES = {
     "SASRec": {"n_layers": 1, "n_heads": 1, "hidden_size": 32, "inner_size": 64, "learning_rate": 0.002},
