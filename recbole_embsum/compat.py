@@ -3,6 +3,9 @@
 RecBole 1.2.1 is no longer released; these patches change only the behaviour each comment names, and each test fails
 when the workaround stops being needed (upstream fixed) or stops working (upstream moved the code).
 
+The torch.distributed overrides (gloo on CPU, evaluation gathered across ranks, rank-0 checkpoints) live beside the
+DDP helpers they use, in ``distributed.py``, with the same rule: each names the RecBole behaviour it replaces.
+
 Not patched on purpose: numpy 2 and pandas 3 breakages (``np.float_`` in ``Config``, copy-on-write ``fillna(inplace)``,
 ``agg(len)``) are avoided by the pins in setup.py rather than by rewriting RecBole's data pipeline.
 """
@@ -192,7 +195,7 @@ def _load_inter_feat(dataset, token, dataset_path):
         return
     from recbole.utils import ModelType
 
-    model_class = get_model(dataset.config["model"])
+    model_class = dataset.config.model_class  # the class Config resolved (also for a class passed directly)
     if model_class.type != ModelType.SEQUENTIAL or getattr(model_class, "accepts_empty_history", False):
         return
     empty = int((dataset.inter_feat[history_field].map(len) == 0).sum())

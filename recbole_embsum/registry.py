@@ -10,10 +10,12 @@ RecBole 1.2.1 has no plugin registry; it looks things up by module path and attr
            classes are added to the same shared dictionaries in place.
 * collector: every ``Trainer`` builds ``recbole.trainer.trainer.Collector(config)``; that name is bound to our
            ``ImpressionCollector``, which behaves exactly like RecBole's unless a metric needs ``impression_id``.
-* defaults: ``Config._load_internal_config_dict`` also reads ``properties/model/<model>.yaml`` and
+* defaults: ``Config._load_internal_config_dict`` also reads ``properties/overall.yaml``, ``properties/model/<model>.yaml`` and
            ``properties/dataset/<dataset>.yaml`` shipped with this package, at RecBole's internal-default priority
            (after its quick-start yaml), so the user's yaml, ``config_dict`` and command line still win; then
            ``compat.default_negative_sampling`` picks a training-sampling default every model can train with.
+* DDP:     ``distributed.install()`` replaces RecBole's nccl-only process group, DDP wrapper and per-rank evaluation
+           (see that module); the single-process path is unchanged.
 """
 import functools
 import importlib.resources
@@ -25,7 +27,7 @@ import recbole.model.sequential_recommender
 import recbole.trainer
 import recbole.trainer.trainer
 
-from recbole_embsum import compat
+from recbole_embsum import compat, distributed
 from recbole_embsum.evaluation.collector import ImpressionCollector
 from recbole_embsum.evaluation.metrics import register_metrics
 from recbole_embsum.model import embsum
@@ -43,6 +45,7 @@ def default_config_files(model, dataset):
     """Packaged yaml files that apply to ``model`` on ``dataset``, lowest priority first (only those that exist)."""
     model_name = model if isinstance(model, str) else model.__name__
     candidates = [
+        os.path.join(properties_dir(), "overall.yaml"),
         os.path.join(properties_dir(), "model", f"{model_name}.yaml"),
         os.path.join(properties_dir(), "dataset", f"{dataset}.yaml"),
     ]
@@ -76,3 +79,4 @@ def register():
     config_cls = recbole.config.configurator.Config
     config_cls._load_internal_config_dict = _with_packaged_defaults(config_cls._load_internal_config_dict)
     compat.apply()
+    distributed.install()

@@ -15,7 +15,6 @@ DATASET_SETTINGS = {
     "alias_of_item_id": ["item_id_list", "neg_items"],
     "load_col": {"inter": [c.split(":")[0] for c in COLUMNS]},
     "eval_args": {"order": "TO", "mode": "labeled"},
-    "train_neg_sample_args": None,
     "metrics": METRICS,
     "valid_metric": "imp_auc",
     "epochs": 2,

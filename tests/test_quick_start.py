@@ -19,6 +19,8 @@ TINY_EMBSUM = [
     "--cpe_codes=2",
     "--train_batch_size=16",
     "--eval_batch_size=512",
+    "--summary_max_tokens=16",
+    "--eval_global_vector=start",  # the [EOS]-of-a-greedy-summary default decodes per history: slow for a test
 ]
 
 

@@ -65,6 +65,7 @@ class EmbSum(SequentialRecommender):
     """
 
     input_type = InputType.POINTWISE
+    loss_names = ("nce", "summary")  # the parts calculate_loss returns, as EmbSumTrainer logs them
     accepts_empty_history = True  # a user without history is represented by the global vector alone (compat.py)
 
     def __init__(self, config, dataset):

@@ -4,8 +4,9 @@
     W^p = softmax(flatten(A gelu(B W^s)^T))                # Eq. (4), attention over the m*n pairs
     s   = W^p . K                                          # Eq. (4), the relevance score
 
-`poly_score` broadcasts over leading dimensions, so the same computation scores aligned pairs ([N] users against
-[N] items) and a users x items grid; `PolyScorer` owns ``W^s`` and exposes both shapes (serving reuses it).
+`poly_score` broadcasts over leading dimensions and scores aligned pairs ([N] users against [N] items);
+`poly_score_grid` scores every user against every item with one large matmul (a users x items grid, as in
+evaluation over the catalogue and in serving); `PolyScorer` owns ``W^s`` and exposes both shapes.
 """
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,28 @@ def poly_score(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys: torc
     return (w_p * k_flat).sum(-1)  # Eq. (4): s = W^p . K
 
 
+def poly_score_grid(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys: torch.Tensor) -> torch.Tensor:
+    """Eqs. (3)-(4) for every user against every item, as one [U*m, d] x [d, I*2n] matmul.
+
+    Args:
+        user_poly: A, [U, m, d].
+        item_poly: B, [I, n, d].
+        item_keys: gelu(B W^s), [I, n, d].
+
+    Returns:
+        s, [U, I]. Equal to ``poly_score(A[:, None], B[None], keys[None])`` without materialising per-pair matmuls.
+    """
+    n_users, m, d = user_poly.shape
+    n_items, n, _ = item_poly.shape
+    both = torch.cat([item_poly, item_keys], dim=1).reshape(n_items * 2 * n, d)  # [B; gelu(B W^s)]: [I*2n, d]
+    products = (user_poly.reshape(n_users * m, d) @ both.T).view(n_users, m, n_items, 2, n)  # [U, m, I, 2, n]
+    matching = products[:, :, :, 0]  # Eq. (3): A B^T per pair, [U, m, I, n]
+    attention = products[:, :, :, 1]  # A gelu(B W^s)^T per pair, [U, m, I, n]
+    # Eq. (4): softmax over the m*n pairs of each (user, item), i.e. over dims (1, 3), then s = W^p . K.
+    weights = torch.exp(attention - attention.amax(dim=(1, 3), keepdim=True))  # [U, m, I, n]
+    return (weights * matching).sum(dim=(1, 3)) / weights.sum(dim=(1, 3))  # [U, I]
+
+
 class PolyScorer(nn.Module):
     """Holds ``W^s`` (d x d) and scores UPE/CPE pairs or grids with Eqs. (3)-(4)."""
 
@@ -48,16 +71,15 @@ class PolyScorer(nn.Module):
     def score_grid(self, user_poly: torch.Tensor, item_poly: torch.Tensor, chunk_elements: int = 2**24) -> torch.Tensor:
         """Scores of every user against every item: A [U, m, d] with B [I, n, d] -> [U, I].
 
-        Items are processed in chunks so that the [U, chunk, m, n] intermediates hold about ``chunk_elements`` values.
+        Items are processed in chunks so that the [U, m, chunk, 2n] intermediates hold about ``chunk_elements`` values.
         """
         n_users, m = user_poly.shape[:2]
         n_items, n = item_poly.shape[:2]
-        chunk = max(1, chunk_elements // max(1, n_users * m * n))
-        users = user_poly[:, None]  # [U, 1, m, d]
+        chunk = max(1, chunk_elements // max(1, n_users * m * 2 * n))
         scores = []
         for start in range(0, n_items, chunk):
             block = item_poly[start : start + chunk]  # [c, n, d]
-            scores.append(poly_score(users, block[None], self.item_keys(block)[None]))  # [U, c]
+            scores.append(poly_score_grid(user_poly, block, self.item_keys(block)))  # [U, c]
         if not scores:
             return user_poly.new_zeros(n_users, 0)
         return torch.cat(scores, dim=1)

@@ -15,7 +15,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from safetensors import safe_open
 
-from recbole_embsum.model.scorer import poly_score
+from recbole_embsum.model.scorer import poly_score, poly_score_grid
 from recbole_embsum.summaries.store import load_summaries
 
 from .layout import (FORMAT, MANIFEST_FILE, PLAN_FILE, SCORER_FILE, SECTIONS, VERSION, ExportFormatError, plan_hash,
@@ -206,12 +206,12 @@ class EmbeddingStore:
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        user_polys = [self.user_poly(user) for user in users]  # A of each user: [m, d]
+        user_polys = torch.stack([self.user_poly(user) for user in users])  # A of each user: [U, m, d]
         offset = 0
         for i, folder in enumerate(self.folders):
             shadowed = self._shadowed_rows(i)
             for start, item_poly, item_keys in folder.item_chunks(chunk_size):
-                scores = torch.stack([poly_score(a, item_poly, item_keys) for a in user_polys])  # Eqs. (3)-(4)
+                scores = poly_score_grid(user_polys, item_poly, item_keys)  # Eqs. (3)-(4): [U, c]
                 if shadowed is not None:
                     scores[:, shadowed[start:start + scores.size(1)]] = float("-inf")
                 yield offset + start, scores
