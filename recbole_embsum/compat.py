@@ -223,9 +223,28 @@ def disable_anomaly_detection():
     torch.autograd.set_detect_anomaly(False)
 
 
+# --- 6. ensure_dir races between DDP ranks ---------------------------------------------------------------------------
+# recbole.utils.ensure_dir does `if not os.path.exists(d): os.makedirs(d)`; two ranks starting together both see no
+# ./log (or checkpoint_dir) and the slower one dies with FileExistsError. Rebound in every module that imported it.
+ENSURE_DIR_BINDINGS = ("recbole.utils", "recbole.utils.utils", "recbole.utils.logger", "recbole.trainer.trainer",
+                       "recbole.data.dataset.dataset", "recbole.data.utils")
+_recbole_ensure_dir = recbole.utils.utils.ensure_dir
+
+
+def ensure_dir(dir_path):
+    """Create ``dir_path`` (and parents) unless it exists; safe when several processes do it at once."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def install_race_free_ensure_dir():
+    for module_name in ENSURE_DIR_BINDINGS:
+        importlib.import_module(module_name).ensure_dir = ensure_dir
+
+
 def apply():
     """Install every workaround (idempotent)."""
     disable_anomaly_detection()
+    install_race_free_ensure_dir()
     install_model_lookup()
     install_checkpoint_loading()
     install_empty_history_handling()

@@ -149,3 +149,19 @@ def test_ray_import_warning_is_needed_and_silenced():
     assert "pkg_resources is deprecated" in plain.stderr  # needed while ray 2.6.3 imports pkg_resources
     ours = subprocess.run([sys.executable, "-c", "import recbole_embsum"], capture_output=True, text=True, timeout=300)
     assert ours.returncode == 0 and "pkg_resources is deprecated" not in ours.stderr
+
+
+# --- ensure_dir race --------------------------------------------------------------------------------------------------
+def test_recbole_ensure_dir_races_and_ours_does_not(tmp_path, monkeypatch):
+    import importlib
+
+    target = tmp_path / "log"
+    # Needed: RecBole checks, then creates; a directory appearing in between (another rank) raises.
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda path: False if str(path) == str(target) else real_exists(path))
+    target.mkdir()
+    with pytest.raises(FileExistsError):
+        compat._recbole_ensure_dir(str(target))
+    compat.ensure_dir(str(target))  # exists already: fine
+    for module_name in compat.ENSURE_DIR_BINDINGS:
+        assert importlib.import_module(module_name).ensure_dir is compat.ensure_dir, module_name
