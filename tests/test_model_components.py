@@ -12,7 +12,7 @@ from recbole_embsum.model.poly_attention import PolyAttention
 from recbole_embsum.model.scorer import PolyScorer
 from recbole_embsum.model.session import pack_sessions, recent_first
 from recbole_embsum.model.text import (ITEM_START_TOKEN, build_item_token_table, build_summary_token_table,
-                                       iter_jsonl, load_summaries, render_items, truncate_to_tokens)
+                                       iter_jsonl, render_items, truncate_to_tokens)
 
 
 # ------------------------------------------------------------------------------------------------ Eq. (2)
@@ -177,12 +177,10 @@ def test_summary_table_marks_users_without_summary(tokenizer):
 
 
 def test_jsonl_errors_name_file_line_and_field(tmp_path):
-    path = tmp_path / "d.summaries.jsonl"
-    path.write_text(json.dumps({"user_id": "U1", "summary": "x"}) + "\n\n" + json.dumps({"user_id": "U2"}) + "\n")
-    with pytest.raises(ValueError, match=r"d\.summaries\.jsonl:3: missing field 'summary'"):
-        load_summaries(str(path))
-    path.write_text('{"user_id": "U1", "summary": "x"}\n{oops\n')
-    with pytest.raises(ValueError, match=r"d\.summaries\.jsonl:2: invalid JSON"):
-        list(iter_jsonl(str(path), ("user_id",)))
-    path.write_text('{"user_id": "U1", "summary": "  "}\n{"user_id": 7, "summary": "likes"}\n')
-    assert load_summaries(str(path)) == {"7": "likes"}
+    path = tmp_path / "d.text.jsonl"
+    path.write_text(json.dumps({"item_id": "N1", "title": "x"}) + "\n\n" + json.dumps({"title": "y"}) + "\n")
+    with pytest.raises(ValueError, match=r"d\.text\.jsonl:3: missing field 'item_id'"):
+        list(iter_jsonl(str(path), ("item_id",)))
+    path.write_text('{"item_id": "N1"}\n{oops\n')
+    with pytest.raises(ValueError, match=r"d\.text\.jsonl:2: invalid JSON"):
+        list(iter_jsonl(str(path), ("item_id",)))

@@ -25,11 +25,13 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .backbone import load_backbone
 from .losses import IGNORE_INDEX, nce_loss, sample_negatives, summary_loss
+from recbole_embsum.summaries.store import load_summaries
+
 from .poly_attention import PolyAttention
 from .scorer import PolyScorer
 from .session import pack_sessions, recent_first
 from .text import (build_item_token_table, build_summary_token_table, default_summary_path, fill_template,
-                   item_text_path, load_item_texts, load_summaries)
+                   item_text_path, load_item_texts)
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +138,8 @@ class EmbSum(SequentialRecommender):
                 return {}
         elif not os.path.exists(path):
             raise FileNotFoundError(f"summary_path: {path} does not exist")
-        return load_summaries(path)
+        # The summarize tool's store: validates every record, tolerates the torn last line of a killed writer.
+        return {user: text.strip() for user, text in load_summaries(path).items() if text.strip()}
 
     # ----------------------------------------------------------------------------------------------- encoders
     def _encode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

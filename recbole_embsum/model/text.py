@@ -64,16 +64,6 @@ def load_item_texts(path: str) -> Dict[str, dict]:
     return texts
 
 
-def load_summaries(path: str) -> Dict[str, str]:
-    """Map raw user id -> summary text from a ``.summaries.jsonl`` file (blank summaries are skipped)."""
-    summaries = {}
-    for record in iter_jsonl(path, ("user_id", "summary")):
-        text = str(record["summary"] or "").strip()
-        if text:
-            summaries[str(record["user_id"])] = text
-    return summaries
-
-
 def _chunks(items: Sequence, desc: str) -> Iterator[Sequence]:
     starts = range(0, len(items), _TOKENIZE_CHUNK)
     for start in tqdm(starts, desc=desc, disable=len(starts) < 2, leave=False):
