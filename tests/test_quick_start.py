@@ -101,3 +101,16 @@ def test_run_recbole_accepts_recbole_script_flags(flag):
     from recbole_embsum.quick_start import build_parser as run_parser
 
     assert flag in run_parser().format_help()
+
+
+def test_run_recbole_nproc_2_trains_embsum_with_gloo_and_rank_0_writes_one_checkpoint(mind_dataset, tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data_path, name = mind_dataset
+    output = _run([f"{BIN}/run_recbole", "--model=EmbSum", f"--dataset={name}", "--nproc=2", "--ip=127.0.0.1",
+                   f"--port={port}"], tmp_path, f"--data_path={data_path}", "--epochs=1", *TINY_EMBSUM)
+    assert output.count("test result") == 1  # only rank 0 logs
+    assert len(list((tmp_path / "saved").glob("EmbSum-*.pth"))) == 1
