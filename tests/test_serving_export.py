@@ -169,3 +169,65 @@ def test_cli_export_from_a_recbole_checkpoint_then_recommend(built, exported, tm
 
     assert main(["export", "--checkpoint", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x")]) == 1
     assert "missing.pth" in capsys.readouterr().err
+
+
+def test_sharded_export_by_two_workers_equals_a_single_process_export(built, exported, tmp_path):
+    config, dataset, _, model, _ = built
+    folder = tmp_path / "sharded"
+    options = dict(batch_size=16, shard_rows=64, summaries=True, num_workers=2)
+    manifest = json.loads((exported / MANIFEST_FILE).read_text(encoding="utf-8"))
+    shards = {section: manifest[section]["shards"] for section in ("items", "users")}
+    assert min(len(names) for names in shards.values()) >= 2  # both workers have shards in both sections
+
+    export_model(model, config, dataset, str(folder), worker_index=0, **options)
+    written = {name for name in os.listdir(folder) if name.endswith(".safetensors")}
+    assert written == {name for names in shards.values() for name in names[0::2]}  # even shards only
+    assert not (folder / MANIFEST_FILE).exists()  # worker 1's shards are missing
+
+    export_model(model, config, dataset, str(folder), worker_index=1, **options)
+    assert json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8")) == manifest
+    assert (folder / "summaries.jsonl").read_bytes() == (exported / "summaries.jsonl").read_bytes()
+    store, reference = EmbeddingStore(folder), EmbeddingStore(exported)
+    items = reference.folders[0].ids["items"]
+    for user in reference.folders[0].ids["users"][::7]:
+        assert torch.equal(store.score(user, items), reference.score(user, items))
+
+    stamps = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder)}
+    for index in (0, 1):  # a rerun of either worker, or a plain export, finds the export complete
+        export_model(model, config, dataset, str(folder), worker_index=index, **options)
+    export_model(model, config, dataset, str(folder), batch_size=16, shard_rows=64, summaries=True)
+    assert {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder)} == stamps
+
+    with pytest.raises(ValueError, match="worker 2 of 2"):
+        export_model(model, config, dataset, str(tmp_path / "bad"), worker_index=2, **options)
+    with pytest.raises(ValueError, match="give both"):
+        export_model(model, config, dataset, str(tmp_path / "bad"), num_workers=2)
+
+
+def test_final_plain_export_completes_a_sharded_one(built, exported, tmp_path):
+    config, dataset, _, model, _ = built
+    folder = tmp_path / "sharded"
+    export_model(model, config, dataset, str(folder), batch_size=16, shard_rows=64, num_workers=3, worker_index=2)
+    before = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder)}
+    export_model(model, config, dataset, str(folder), batch_size=16, shard_rows=64)  # resumes: the other shards
+    after = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder)}
+    assert all(after[name] == stamp for name, stamp in before.items() if name.endswith(".safetensors"))
+    assert (folder / MANIFEST_FILE).exists()
+    items = EmbeddingStore(exported).folders[0].ids["items"]
+    user = EmbeddingStore(exported).folders[0].ids["users"][3]
+    torch.testing.assert_close(EmbeddingStore(folder).score(user, items), EmbeddingStore(exported).score(user, items))
+
+
+def test_worker_slot_defaults_to_the_process_groups_world_size_and_rank(tmp_path):
+    import torch.distributed as dist
+
+    from recbole_embsum.serving.export import worker_slot
+
+    assert worker_slot() == (1, 0)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert worker_slot() == (1, 0)
+        assert worker_slot(num_workers=3) == (3, 0)  # the rank fills in the index
+        assert worker_slot(worker_index=0) == (1, 0)
+    finally:
+        dist.destroy_process_group()

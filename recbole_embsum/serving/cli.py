@@ -28,7 +28,8 @@ def run_export(args):
     try:
         folder = export_checkpoint(args.checkpoint, args.output, items_file=args.items, users_file=args.users,
                                    summaries=args.summaries, batch_size=args.batch_size, shard_rows=args.shard_rows,
-                                   dtype=args.dtype, overwrite=args.overwrite)
+                                   dtype=args.dtype, overwrite=args.overwrite, num_workers=args.num_workers,
+                                   worker_index=args.worker_index)
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"recbole-embsum export: error: {err}", file=sys.stderr)
         return 1
@@ -62,7 +63,10 @@ def register(subparsers):
         "export", help="precompute poly-embeddings of every item and user (or of new ones) for serving",
         description="Write the CPE of every item and the UPE of every user of a trained EmbSum checkpoint to a "
         "folder of safetensors shards (format: recbole_embsum/serving/layout.py). Rerunning resumes; with --items "
-        "and/or --users only those (unseen) items/users are embedded, from their text and history alone.")
+        "and/or --users only those (unseen) items/users are embedded, from their text and history alone. Sharded: "
+        "N workers (processes or machines sharing --output) run with --num-workers N --worker-index 0..N-1 (under "
+        "torchrun: $WORLD_SIZE and $RANK); each writes every N-th shard, and the run that finds all shards written "
+        "(or a final plain export over the same --output) writes manifest.json.")
     export.add_argument("--checkpoint", required=True, help="RecBole checkpoint of EmbSum (saved/EmbSum-*.pth)")
     export.add_argument("--output", required=True, help="export folder (created; resumed if it holds this export)")
     export.add_argument("--items", default=None,
@@ -76,6 +80,11 @@ def register(subparsers):
     export.add_argument("--dtype", choices=DTYPES, default="float32", help="storage dtype (default float32)")
     export.add_argument("--overwrite", action="store_true",
                         help="replace an export of another checkpoint/inputs/options in --output")
+    export.add_argument("--num-workers", type=_positive, default=None,
+                        help="sharded export: number of workers (default 1)")
+    export.add_argument("--worker-index", type=int, default=None,
+                        help="sharded export: this worker, 0..N-1; writes the shards whose index %% N is this "
+                        "(default 0)")
     export.set_defaults(func=run_export)
 
     rec = subparsers.add_parser(

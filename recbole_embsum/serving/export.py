@@ -12,6 +12,10 @@ What is exported (format: :mod:`recbole_embsum.serving.layout`):
 Users' embeddings are those ``EmbSum.predict`` uses (``user_poly_embeddings`` without a reference summary), so scores
 from the export match the model's. With ``summaries`` each user's greedy interest summary
 (``EmbSum.generate_summary``) is stored as well, for explanations.
+
+Sharded export: ``num_workers`` processes (ranks of a torch.distributed group, or independent processes/machines
+sharing ``output``) each compute every ``num_workers``-th shard; the plan is deterministic, so all agree on it, and
+the last to finish writes the manifest (format: :mod:`recbole_embsum.serving.layout`).
 """
 import contextlib
 import hashlib
@@ -21,8 +25,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
+from recbole_embsum.distributed import _rank_and_world
 from recbole_embsum.model.text import build_item_token_table
 
 from .inputs import read_histories, read_items
@@ -104,9 +110,27 @@ def file_histories(histories: Dict[str, List[str]], item_index: Dict[str, int],
     return raw, seq, torch.tensor([len(row) for row in rows], dtype=torch.long)
 
 
-def _write_section(writer: ExportWriter, section: str, compute, batch_size: int) -> None:
-    """Compute and write every pending shard of ``section``; ``compute(start, stop)`` -> (tensors, summaries)."""
-    pending = writer.pending(section)
+def worker_slot(num_workers: Optional[int] = None, worker_index: Optional[int] = None) -> Tuple[int, int]:
+    """``(num_workers, worker_index)`` of a sharded export, checked; both default to the torch.distributed world
+    size and rank when a process group is initialised, else to a single worker (1, 0)."""
+    if (num_workers is None) != (worker_index is None) and not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("give both num_workers and worker_index (or neither) outside a torch.distributed group")
+    worker_index, num_workers = _rank_and_world(worker_index, num_workers)
+    if num_workers < 1 or not 0 <= worker_index < num_workers:
+        raise ValueError(f"worker_index must be in [0, num_workers), got worker {worker_index} of {num_workers}")
+    return num_workers, worker_index
+
+
+def _write_section(writer: ExportWriter, section: str, compute, batch_size: int, num_workers: int,
+                   worker_index: int) -> None:
+    """Compute and write the pending shards of ``section`` that are this worker's (``index % num_workers ==
+    worker_index``); ``compute(start, stop)`` -> (tensors, summaries)."""
+    todo = writer.pending(section)
+    total = len(writer.shards(section))
+    if len(todo) < total:
+        logger.info("%s: %d of %d %s shards already written, resuming", writer.folder, total - len(todo), total,
+                    section)
+    pending = [shard for shard in todo if shard[0] % num_workers == worker_index]
     with tqdm(total=sum(stop - start for _, start, stop in pending), desc=f"exporting {section}",
               unit=section[:-1]) as bar:
         for index, start, stop in pending:
@@ -124,13 +148,17 @@ def _write_section(writer: ExportWriter, section: str, compute, batch_size: int)
 def export_model(model, config, dataset, output: str, items_file: Optional[str] = None,
                  users_file: Optional[str] = None, summaries: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                  shard_rows: int = DEFAULT_SHARD_ROWS, dtype: str = "float32", overwrite: bool = False,
-                 checkpoint: Optional[str] = None) -> str:
+                 checkpoint: Optional[str] = None, num_workers: Optional[int] = None,
+                 worker_index: Optional[int] = None) -> str:
     """Export ``model`` (an EmbSum built on ``dataset``) into ``output``; see the module docstring.
 
-    Resumes an interrupted export of the same plan; returns ``output``.
+    Resumes an interrupted export of the same plan; returns ``output``. Sharded: worker ``worker_index`` of
+    ``num_workers`` (defaults: :func:`worker_slot`) writes only the shards whose index modulo ``num_workers`` is
+    ``worker_index``; the manifest is written by whichever run finds every shard present.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    num_workers, worker_index = worker_slot(num_workers, worker_index)
     model.eval()
     device = next(model.parameters()).device
     cold = items_file is not None or users_file is not None
@@ -174,8 +202,13 @@ def export_model(model, config, dataset, output: str, items_file: Optional[str] 
             texts = model.generate_summary(seq, seq_len) if summaries else None
             return {"poly": poly}, texts
 
-        _write_section(writer, "items", items, batch_size)
-        _write_section(writer, "users", users, batch_size)
+        _write_section(writer, "items", items, batch_size, num_workers, worker_index)
+        _write_section(writer, "users", users, batch_size, num_workers, worker_index)
+    missing = writer.missing()
+    if missing:
+        logger.info("worker %d of %d done; %d shards left to other workers, whose run (or a final unsharded "
+                    "export over %s) writes the manifest", worker_index, num_workers, len(missing), output)
+        return output
     writer.finish(model.scorer.w_s.weight, summary_model=os.path.basename(checkpoint) if checkpoint else "")
     logger.info("exported %d items and %d users to %s", len(item_raw), len(user_raw), output)
     return output

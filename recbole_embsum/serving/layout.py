@@ -20,6 +20,12 @@ an export with summaries carry them as a JSON list in ``summaries``, so an inter
 Every file is written to a temporary name in DIR and renamed into place; a reader that finds ``manifest.json`` never
 sees a partial file. Tensors can be read slice by slice without loading a shard
 (``safetensors.safe_open(...).get_slice("keys")[a:b]``), which is how scoring streams millions of candidates.
+
+Sharded export: ``N`` workers (torch.distributed ranks, or independent processes or machines sharing DIR) each
+write the shards whose index (per section) modulo ``N`` is their worker index. The plan is deterministic, so every
+worker writes the same ``plan.json`` (atomically; the last rename wins with identical bytes); whichever run finds
+every shard present writes ``scorer.safetensors``, ``summaries.jsonl`` and ``manifest.json`` (a final unsharded run
+over DIR, which only resumes, does it as well).
 """
 import hashlib
 import json

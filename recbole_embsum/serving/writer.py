@@ -3,7 +3,9 @@
 :class:`ExportWriter` writes ``plan.json`` first, then each shard under a temporary name renamed into place, then
 ``scorer.safetensors``, the optional ``summaries.jsonl`` and, last, ``manifest.json``. Rerunning the same plan in the
 same folder skips every shard already written (its metadata carries the plan's hash); a folder holding another plan
-is refused unless ``overwrite`` is set, and then only the export's own files are removed.
+is refused unless ``overwrite`` is set, and then only the export's own files are removed. Several writers of the
+same plan may share a folder at once (sharded export): each writes disjoint shards, and ``plan.json``, the scorer,
+summaries and manifest they may both write have identical bytes and are renamed into place.
 """
 import hashlib
 import json
@@ -72,18 +74,21 @@ class ExportWriter:
         self.dtype = getattr(torch, plan["dtype"])
         os.makedirs(self.folder, exist_ok=True)
         plan_path = os.path.join(self.folder, PLAN_FILE)
+        orphans = not os.path.exists(plan_path) and any(_OWN_FILE.match(name) for name in os.listdir(self.folder))
+        # Checked after listing: a concurrent worker writes plan.json before any shard, so files listed while no
+        # plan.json exists even now are leftovers, not that worker's.
         if os.path.exists(plan_path) and plan_hash(read_json(plan_path, "the export's plan")) != self.hash:
             if not overwrite:
                 raise FileExistsError(f"{self.folder} holds another export (its {PLAN_FILE} differs: other "
                                       "checkpoint, inputs, ids or options); choose another --output or pass "
                                       "--overwrite to replace it")
             self._remove_own_files()
-        elif not os.path.exists(plan_path) and any(_OWN_FILE.match(name) for name in os.listdir(self.folder)):
+        elif orphans and not os.path.exists(plan_path):
             if not overwrite:
                 raise FileExistsError(f"{self.folder} holds export files without a {PLAN_FILE}; pass --overwrite "
                                       "to replace them")
             self._remove_own_files()
-        if not os.path.exists(plan_path):
+        if not os.path.exists(plan_path):  # concurrent workers write identical bytes, each renamed into place
             write_json(plan_path, plan)
 
     def _remove_own_files(self) -> None:
@@ -115,16 +120,16 @@ class ExportWriter:
 
     def pending(self, section: str) -> List[Tuple[int, int, int]]:
         """The shards of ``section`` not yet written for this plan."""
-        done = []
         todo = []
         for index, start, stop in self.shards(section):
             metadata = self._shard_metadata(section, index)
-            finished = metadata is not None and metadata.get("plan_hash") == self.hash
-            (done if finished else todo).append((index, start, stop))
-        if done:
-            logger.info("%s: %d of %d %s shards already written, resuming", self.folder, len(done),
-                        len(done) + len(todo), section)
+            if metadata is None or metadata.get("plan_hash") != self.hash:
+                todo.append((index, start, stop))
         return todo
+
+    def missing(self) -> List[Tuple[str, int]]:
+        """``[(section, index), ...]`` of every shard not yet written; empty once the manifest can be written."""
+        return [(section, index) for section in SECTIONS for index, _, _ in self.pending(section)]
 
     def write_shard(self, section: str, index: int, tensors: Dict[str, torch.Tensor],
                     summaries: Optional[Sequence[str]] = None) -> None:
@@ -147,7 +152,7 @@ class ExportWriter:
             w_s: W^s of Eq. (4), [d, d] (the ``nn.Linear`` weight).
             summary_model: recorded as the ``model`` field of each summary record (e.g. the checkpoint name).
         """
-        missing = [(section, index) for section in SECTIONS for index, _, _ in self.pending(section)]
+        missing = self.missing()
         if missing:
             raise ExportFormatError(f"{self.folder}: cannot finish, shards not written: {missing[:5]}")
         save_tensors_atomic(os.path.join(self.folder, SCORER_FILE), {"w_s": w_s.detach().to("cpu", torch.float32)},
