@@ -1,11 +1,17 @@
 """EmbSum trained briefly on planted-interest data ranks impressions better than popularity (per-impression AUC)."""
+import os
+import shutil
+
 from recbole_embsum.demo import EMBSUM_CONFIG
 from recbole_embsum.evaluation import compare
 
 
 def test_briefly_trained_embsum_beats_popularity_on_planted_interests(mind_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # RecBole's trainers write log_tensorboard/ in the working directory
-    data_path, name = mind_dataset
+    shared_path, name = mind_dataset
+    # A private copy: EmbSum caches its tokenizer beside the data, and other tests use another vocabulary size.
+    data_path = str(tmp_path / "data")
+    shutil.copytree(os.path.join(shared_path, name), os.path.join(data_path, name))
     embsum = {**EMBSUM_CONFIG, "epochs": 2, "eval_global_vector": "start", "summary_max_tokens": 16}
     specs = [compare.RunSpec("EmbSum", "EmbSum", embsum), compare.RunSpec("Pop", "Pop", {"epochs": 1})]
     results = compare.compare(specs, name, data_path, str(tmp_path / "out"),
