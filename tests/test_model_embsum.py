@@ -413,6 +413,8 @@ def test_pretrained_path_loads_a_local_model_and_adds_sos(prepared, tmp_path):
     assert (model.item_tokens[:, 0] == sos).all()
     with pytest.raises(ValueError, match="plm_init must be one of"):
         make_model(prepared, plm_init="download")
+    with pytest.raises(OSError, match=r"plm='.*no-such-t5' could not be loaded .* plm_init: scratch"):
+        make_model(prepared, plm_init="pretrained", plm=str(tmp_path / "no-such-t5"))
 
 
 def test_missing_item_text_names_the_file(prepared, tmp_path):

@@ -104,7 +104,14 @@ def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForCon
     """
     plm_init = config["plm_init"]
     if plm_init == "pretrained":
-        tokenizer = AutoTokenizer.from_pretrained(config["plm"])
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(config["plm"])
+        except (OSError, ValueError) as error:  # no network, a typo, or a folder without a tokenizer
+            raise OSError(
+                f"plm={config['plm']!r} could not be loaded ({type(error).__name__}: {error}). Give a Hugging Face "
+                f"name with network access, a local folder written by save_pretrained, or set plm_init: scratch "
+                f"to train a T5 of plm_config size offline."
+            ) from error
         if not tokenizer.is_fast:
             raise ValueError(f"plm={config['plm']!r}: EmbSum needs a fast tokenizer (character offsets)")
         add_item_start_token(tokenizer)
