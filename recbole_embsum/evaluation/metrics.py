@@ -26,6 +26,7 @@ one lexicographic sort and every metric is a segment sum over that ranking (`Imp
 metric classes through the evaluation's DataStruct. Labels must be 0/1 (MIND clicks), which makes the ideal DCG
 sum_{r <= min(P, k)} 1/log2(r + 1) for P clicked candidates.
 """
+import abc
 import logging
 import math
 
@@ -163,7 +164,7 @@ def impression_ranking(dataobject):
     return ranking
 
 
-class _ImpressionMetric(AbstractMetric):
+class _ImpressionMetric(AbstractMetric, abc.ABC):
     """Mean over impressions of one per-impression metric; the subclass names it and picks the computation."""
 
     metric_type = EvaluatorType.VALUE
@@ -171,8 +172,9 @@ class _ImpressionMetric(AbstractMetric):
     smaller = False
     name = None
 
+    @abc.abstractmethod
     def per_impression(self, ranking):
-        raise NotImplementedError
+        """``(values [G], defined [G])`` of this metric for every impression of ``ranking``."""
 
     def calculate_metric(self, dataobject):
         ranking = impression_ranking(dataobject)
