@@ -23,7 +23,6 @@ Rules:
   * Items: the books referenced by the kept ratings, in books-file order (first occurrence wins).
 The ratings kept (user, time, book, label) are held in memory, grouped by user; books and genres are streamed.
 """
-import argparse
 import bisect
 import datetime
 import glob
@@ -33,7 +32,7 @@ import os
 import re
 import sys
 
-from .impressions import ImpressionWriter, add_common_arguments, options_from_args, run_conversion
+from .impressions import ImpressionWriter, add_common_arguments, converter_main, options_from_args, run_conversion
 from .reading import BadLineError, LineErrors, Source
 
 logger = logging.getLogger(__name__)
@@ -264,11 +263,7 @@ def run(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m dataset_converters.goodreads", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    return converter_main("python -m dataset_converters.goodreads", __doc__.split("\n")[0], add_arguments, argv)
 
 
 if __name__ == "__main__":

@@ -192,3 +192,15 @@ def options_from_args(args):
     return ConvertOptions(name=args.name, history_len=args.history_len, max_negatives=args.max_negatives,
                           empty_history=args.empty_history, skip_bad_lines=args.skip_bad_lines,
                           overwrite=args.overwrite, seed=args.seed)
+
+
+def converter_main(prog, description, add_arguments, argv=None):
+    """`python -m dataset_converters.<format>`: parse the format's flags, log to stderr, run the conversion."""
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)

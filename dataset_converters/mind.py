@@ -21,7 +21,6 @@ Rules:
   * Items: every news id of every split's news.tsv, first occurrence wins, in file order.
 Everything is streamed line by line; only the set of news ids and the per-split counters stay in memory.
 """
-import argparse
 import datetime
 import logging
 import os
@@ -30,7 +29,7 @@ import sys
 import zipfile
 import zlib
 
-from .impressions import ImpressionWriter, add_common_arguments, options_from_args, run_conversion
+from .impressions import ImpressionWriter, add_common_arguments, converter_main, options_from_args, run_conversion
 from .reading import BadLineError, LineErrors, Source, split_columns
 
 logger = logging.getLogger(__name__)
@@ -222,11 +221,7 @@ def run(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m dataset_converters.mind", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    return converter_main("python -m dataset_converters.mind", __doc__.split("\n")[0], add_arguments, argv)
 
 
 if __name__ == "__main__":
