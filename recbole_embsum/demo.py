@@ -21,7 +21,7 @@ DATASET = "mind"
 SEED = 2020
 # Synthetic data sizes and training lengths: the default demo, and --quick (the test's end-to-end run).
 SIZES = {
-    "full": {"users": 400, "items": 300, "embsum_epochs": 3, "baseline_epochs": 20, "summary_users": 20,
+    "full": {"users": 400, "items": 300, "embsum_epochs": 8, "baseline_epochs": 20, "summary_users": 20,
              "embsum": {}},
     "quick": {"users": 120, "items": 150, "embsum_epochs": 1, "baseline_epochs": 2, "summary_users": 5,
               "embsum": {"plm_config": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1,

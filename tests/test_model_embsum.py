@@ -368,6 +368,17 @@ def test_generate_summary_returns_text_and_feeds_the_global_vector(prepared):
     assert not torch.allclose(model.user_poly_embeddings(*args), start_only.user_poly_embeddings(*args))
 
 
+def test_summary_generation_options_reach_generate(prepared):
+    """``summary_generation`` (yaml) goes to Hugging Face generate: with no_repeat_ngram_size 1 no token repeats."""
+    batch = train_batch(prepared)
+    for options, repeats_allowed in (({"no_repeat_ngram_size": 1}, False), ({}, True)):
+        model = make_model(prepared, summary_generation=options).eval()
+        history = model.encode_history(batch["item_id_list"][:4], batch["item_length"][:4])
+        sequences = model._generate(history, max_new_tokens=24, min_new_tokens=24)  # [4, <= 25]
+        has_repeat = any(len(set(row.tolist())) < len(row) for row in sequences[:, 1:])
+        assert has_repeat == repeats_allowed  # the untrained decoder repeats tokens unless told not to
+
+
 def test_save_and_reload_round_trips_scores_exactly(prepared, tmp_path):
     model = make_model(prepared)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -88,6 +88,7 @@ class EmbSum(SequentialRecommender):
         if self.eval_global_vector not in EVAL_GLOBAL_CHOICES:
             raise ValueError(f"eval_global_vector must be one of {EVAL_GLOBAL_CHOICES}, got {self.eval_global_vector!r}")
         self.summary_max_tokens = config["summary_max_tokens"]
+        self.summary_generation = dict(config["summary_generation"] or {})  # Hugging Face generate() options
         self.item_encode_batch_size = config["item_encode_batch_size"]
 
         text_path = item_text_path(config["data_path"], config["dataset"])
@@ -218,8 +219,7 @@ class EmbSum(SequentialRecommender):
         return sequences, first_eos + 1
 
     def _generate(self, history: HistoryEncoding, max_new_tokens: Optional[int] = None, **generate_kwargs):
-        generate_kwargs.setdefault("do_sample", False)
-        generate_kwargs.setdefault("num_beams", 1)
+        generate_kwargs = {"do_sample": False, "num_beams": 1, **self.summary_generation, **generate_kwargs}
         return self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=history.fused),
                                 attention_mask=history.fused_mask.long(),
                                 max_new_tokens=max_new_tokens or self.summary_max_tokens, **generate_kwargs)
