@@ -19,6 +19,17 @@ torch.set_num_threads(1)  # the test machine is small and shared
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIND_YAML = os.path.join(REPO_ROOT, "properties", "dataset", "mind.yaml")
 GOODREADS_YAML = os.path.join(REPO_ROOT, "properties", "dataset", "goodreads.yaml")
+MODEL_YAML = os.path.join(REPO_ROOT, "properties", "model", "EmbSum.yaml")
+# The EmbSum every test trains: a 1-layer T5 built from scratch with a tokenizer trained on the item text (offline,
+# seconds per epoch). One vocabulary size for all tests: the tokenizer is cached beside the shared data.
+TINY_EMBSUM = {
+    "plm_init": "scratch",
+    "plm_config": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16},
+    "tokenizer_vocab_size": 300,
+    "upe_codes": 4,
+    "cpe_codes": 2,
+    "show_progress": False,
+}
 
 
 @pytest.fixture(scope="session")

@@ -5,17 +5,16 @@ import shutil
 
 import pytest
 
+from conftest import TINY_EMBSUM
+
 from recbole_embsum.cli import main
 from recbole_embsum.evaluation.rouge import rouge_report
 from recbole_embsum.summaries.history import evaluation_histories
 from recbole_embsum.summaries.store import load_records, load_summaries
 
-# A T5 of a few thousand parameters with a tokenizer trained on the dataset, short histories and item texts:
-# no download, seconds per epoch.
-TINY_EMBSUM = {
-    "plm_init": "scratch", "tokenizer_vocab_size": 300, "upe_codes": 4, "cpe_codes": 2, "summary_max_tokens": 24,
-    "plm_config": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8},
-    "train_batch_size": 32, "eval_batch_size": 512,
+# The shared tiny EmbSum with short histories and item texts.
+TINY = {
+    **TINY_EMBSUM, "summary_max_tokens": 24, "train_batch_size": 32, "eval_batch_size": 512,
     "MAX_ITEM_LIST_LENGTH": 10, "session_max_tokens": 96, "title_max_tokens": 12, "abstract_max_tokens": 12,
 }
 HEADER = "impression_id:token\tuser_id:token\titem_id:token\tlabel:float\ttimestamp:float\titem_id_list:token_seq\t" \
@@ -49,7 +48,7 @@ def trained(tmp_path_factory, mind_dataset):
     shutil.copytree(source, data_path)
     for split in ("train", "test"):
         assert main(["summarize", "--dataset", name, "--data_path", str(data_path), "--split", split]) == 0
-    config = {**TINY_EMBSUM, "data_path": str(data_path), "epochs": 1, "checkpoint_dir": str(root / "saved"),
+    config = {**TINY, "data_path": str(data_path), "epochs": 1, "checkpoint_dir": str(root / "saved"),
               "show_progress": False}
     config = Config(model="EmbSum", dataset=name, config_dict=config)
     init_seed(config["seed"], config["reproducibility"])

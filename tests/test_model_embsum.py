@@ -13,18 +13,14 @@ from recbole.data.interaction import Interaction
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from conftest import MIND_YAML, MODEL_YAML, TINY_EMBSUM
+
 from recbole_embsum.model import EmbSum
 from recbole_embsum.model.backbone import TOKENIZER_META, build_scratch_t5, tokenizer_cache_dir
 from recbole_embsum.model.losses import IGNORE_INDEX
 
-MODEL_YAML = os.path.join(os.path.dirname(__file__), "..", "properties", "model", "EmbSum.yaml")
-MIND_YAML = os.path.join(os.path.dirname(__file__), "..", "properties", "dataset", "mind.yaml")
 TINY = {
-    "plm_init": "scratch",
-    "plm_config": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16},
-    "tokenizer_vocab_size": 300,
-    "upe_codes": 4,
-    "cpe_codes": 2,
+    **TINY_EMBSUM,
     "session_size": 2,
     "session_max_tokens": 256,
     "summary_max_tokens": 24,
@@ -39,7 +35,6 @@ TINY = {
     "valid_metric": "AUC",
     "seed": 0,
     "reproducibility": True,
-    "show_progress": False,
     "state": "WARNING",
 }
 

@@ -5,23 +5,23 @@ import sys
 
 import pytest
 
+from conftest import TINY_EMBSUM
+
 import recbole_embsum
 from recbole_embsum.cli import COMMAND_MODULES, build_parser
 
 BIN = os.path.dirname(sys.executable)
 
-# A T5 of a few thousand parameters with a tokenizer trained on the dataset: no download, seconds per epoch.
-TINY_EMBSUM = [
-    "--plm_init=scratch",
-    "--plm_config={'d_model':16,'d_ff':32,'num_layers':1,'num_decoder_layers':1,'num_heads':2,'d_kv':8}",
-    "--tokenizer_vocab_size=300",
-    "--upe_codes=4",
-    "--cpe_codes=2",
-    "--train_batch_size=16",
-    "--eval_batch_size=512",
-    "--summary_max_tokens=16",
-    "--eval_global_vector=start",  # the [EOS]-of-a-greedy-summary default decodes per history: slow for a test
-]
+TINY = {
+    **TINY_EMBSUM,
+    "train_batch_size": 16,
+    "eval_batch_size": 512,
+    "summary_max_tokens": 16,
+    "eval_global_vector": "start",  # the [EOS]-of-a-greedy-summary default decodes per history: slow for a test
+}
+# The same as command-line options (RecBole's Config evaluates each value).
+TINY_ARGS = [f"--{key}={value!r}" if isinstance(value, dict) else f"--{key}={value}"
+             for key, value in TINY.items()]
 
 
 def _run(command, tmp_path, *extra):
@@ -58,7 +58,7 @@ def test_sequential_baseline_runs_through_python_dash_m(mind_dataset, tmp_path):
 def test_embsum_trains_validates_and_tests_through_run_recbole(mind_dataset, tmp_path):
     data_path, name = mind_dataset
     output = _run([f"{BIN}/run_recbole", "--model=EmbSum", f"--dataset={name}"], tmp_path,
-                  f"--data_path={data_path}", "--epochs=1", *TINY_EMBSUM)
+                  f"--data_path={data_path}", "--epochs=1", *TINY_ARGS)
     assert "EmbSumTrainer" in output or "EmbSum(" in output
     assert "best valid" in output and "test result" in output and "imp_auc" in output
     assert list((tmp_path / "saved").glob("EmbSum-*.pth"))
@@ -68,9 +68,7 @@ def test_recbole_own_run_recbole_finds_embsum_after_import(mind_dataset, tmp_pat
     import recbole.quick_start
 
     data_path, name = mind_dataset
-    config = dict(arg.lstrip("-").split("=", 1) for arg in TINY_EMBSUM)
-    config = {key: eval(value) if value[:1] in "{0123456789" else value for key, value in config.items()}
-    config.update({"data_path": data_path, "epochs": 1, "checkpoint_dir": str(tmp_path), "show_progress": False})
+    config = {**TINY, "data_path": data_path, "epochs": 1, "checkpoint_dir": str(tmp_path)}
     result = recbole.quick_start.run_recbole(model="EmbSum", dataset=name, config_dict=config, saved=False)
     assert 0.0 <= result["test_result"]["imp_auc"] <= 1.0
     assert recbole_embsum.run_recbole is recbole.quick_start.run_recbole
@@ -111,6 +109,6 @@ def test_run_recbole_nproc_2_trains_embsum_with_gloo_and_rank_0_writes_one_check
         port = probe.getsockname()[1]
     data_path, name = mind_dataset
     output = _run([f"{BIN}/run_recbole", "--model=EmbSum", f"--dataset={name}", "--nproc=2", "--ip=127.0.0.1",
-                   f"--port={port}"], tmp_path, f"--data_path={data_path}", "--epochs=1", *TINY_EMBSUM)
+                   f"--port={port}"], tmp_path, f"--data_path={data_path}", "--epochs=1", *TINY_ARGS)
     assert output.count("test result") == 1  # only rank 0 logs
     assert len(list((tmp_path / "saved").glob("EmbSum-*.pth"))) == 1

@@ -14,15 +14,10 @@ from recbole_embsum.serving.export import export_model
 from recbole_embsum.serving.layout import MANIFEST_FILE, shard_name
 from recbole_embsum.serving.store import EmbeddingStore
 
-from conftest import MIND_YAML, REPO_ROOT
+from conftest import MIND_YAML, MODEL_YAML, TINY_EMBSUM
 
-MODEL_YAML = os.path.join(REPO_ROOT, "properties", "model", "EmbSum.yaml")
 TINY = {
-    "plm_init": "scratch",
-    "plm_config": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16},
-    "tokenizer_vocab_size": 300,
-    "upe_codes": 4,
-    "cpe_codes": 2,
+    **TINY_EMBSUM,
     "session_size": 2,
     "session_max_tokens": 64,
     "summary_max_tokens": 8,
@@ -33,7 +28,6 @@ TINY = {
     "valid_metric": "AUC",
     "device": "cpu",
     "state": "WARNING",
-    "show_progress": False,
 }
 
 
