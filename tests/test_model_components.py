@@ -129,11 +129,21 @@ def test_pack_sessions_packs_items_contiguously_and_skips_empty_sessions():
     assert packed.owner.tolist() == [0, 1] and packed.n_slots == 4  # sessions (3, 2) and (1,)
     assert packed.tokens.tolist() == [[9, 30, 31, 1, 9, 20, 1], [9, 10, 1, 0, 0, 0, 0]]
     assert packed.mask.sum(1).tolist() == [7, 3]
-    assert packed.starts.tolist() == [[0, 4], [0, 3]]  # the padding item's start is unused
+    assert packed.starts.tolist() == [[0, 4], [0, 0]]  # a padding item starts at 0 (its state is masked)
     clipped = pack_sessions(history, 2, tokens, lengths, max_item_tokens=2, pad_id=0)
     assert clipped.tokens.tolist() == [[9, 30, 9, 20], [9, 10, 0, 0]]
     empty = pack_sessions(history[1:], 2, tokens, lengths, max_item_tokens=10, pad_id=0)
     assert empty.owner.numel() == 0 and empty.tokens.shape == (0, 1)
+
+
+def test_pack_sessions_padding_starts_stay_inside_a_partly_filled_widest_session():
+    tokens = torch.tensor([[9, 1, 0], [9, 10, 1], [9, 20, 1]])  # item i: [SOS=9, ..., EOS=1]
+    lengths = torch.tensor([2, 3, 3])
+    packed = pack_sessions(torch.tensor([[2, 0, 0]]), 3, tokens, lengths, max_item_tokens=10, pad_id=0)
+    assert packed.tokens.tolist() == [[9, 20, 1]]
+    assert packed.starts.tolist() == [[0, 0, 0]]  # not [[0, 3, 3]]: one past the session's last token
+    states = torch.arange(3.0)[None, :, None]  # [S=1, T=3, d=1]
+    assert states.gather(1, packed.starts[..., None]).flatten().tolist() == [0.0, 0.0, 0.0]
 
 
 # -------------------------------------------------------------------------------------------------------- text

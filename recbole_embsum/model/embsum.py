@@ -165,6 +165,7 @@ class EmbSum(SequentialRecommender):
         item_slots = states.new_zeros(packed.n_slots, self.session_size, d_model)
         item_slots[packed.owner] = states.gather(1, starts)  # [SOS] state of each item
         item_vectors = item_slots.view(batch, n_sessions * self.session_size, d_model)[:, : self.k]  # [B, k, d]
+        item_vectors = item_vectors.masked_fill((history == 0)[..., None], 0.0)  # padding items: zero vectors
 
         # Fusion-in-decoder: the token states of all of a user's sessions, concatenated (Section 2.3).
         fused = states.new_zeros(packed.n_slots, width, d_model)

@@ -30,7 +30,8 @@ class PackedSessions(NamedTuple):
     """Sessions ready for one batched encoder call.
 
     tokens: [S, T] token ids of the S non-empty sessions; mask: [S, T] True at real tokens;
-    starts: [S, p] position of each item's [SOS] in its session (0 for padding items);
+    starts: [S, p] position of each item's [SOS] in its session; 0 for padding items, so every entry indexes
+    [0, T) even in the widest session of a batch when it is only partly filled (the caller masks padding items);
     owner: [S] index of the flat (user, session) slot, i.e. ``b * g + j``; n_slots: B * g.
     """
 
@@ -60,6 +61,7 @@ def pack_sessions(history: torch.Tensor, session_size: int, item_tokens: torch.T
 
     lengths = item_lengths[items].clamp(max=max_item_tokens) * (items != 0)  # [S, p]
     starts = lengths.cumsum(dim=1) - lengths  # exclusive prefix sums: each item's first position, [S, p]
+    starts = starts.masked_fill(items == 0, 0)  # padding items: a valid index (their state is masked out)
     width = int(lengths.sum(dim=1).max()) if owner.numel() else 1
     item_width = min(item_tokens.size(1), max_item_tokens)
     offsets = torch.arange(item_width, device=history.device)  # [L']
