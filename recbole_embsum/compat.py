@@ -16,6 +16,8 @@ import importlib.util
 import os
 import warnings
 
+import torch
+
 # --- 0. ray 2.6.3 warns on import ------------------------------------------------------------------------------------
 # recbole.quick_start imports ray, whose ray/_private/parameter.py imports pkg_resources; setuptools (< 81, pinned for
 # that very import) then prints a deprecation UserWarning on every run and every `recbole-embsum --help`. Silenced for
@@ -148,12 +150,16 @@ def install_checkpoint_loading():
 # raises "train_neg_sample_args [...] should be None when the loss_type is CE" for a sequential model trained with
 # CE (SASRec, GRU4Rec, BERT4Rec ... by default), so `run_recbole --model=SASRec` fails unless the user turns sampling
 # off by hand. Called at the end of Config._load_internal_config_dict (registry.py), it turns the *default* off for
-# exactly those models; a value the user set (yaml, config_dict, command line) is never touched.
+# exactly those models, and for models that declare `trains_on_negatives = False` (our Pop); a value the user set
+# (yaml, config_dict, command line) is never touched.
 def default_negative_sampling(config):
     """Set internal ``train_neg_sample_args`` to None for a sequential CE model the user left at RecBole's default."""
     from recbole.utils import ModelType
 
     if "train_neg_sample_args" in config.external_config_dict:
+        return
+    if getattr(config.model_class, "trains_on_negatives", True) is False:  # e.g. our Pop (section 7)
+        config.internal_config_dict["train_neg_sample_args"] = None
         return
     if getattr(config.model_class, "type", None) != ModelType.SEQUENTIAL or hasattr(config.model_class, "input_type"):
         return
@@ -241,6 +247,71 @@ def install_race_free_ensure_dir():
         importlib.import_module(module_name).ensure_dir = ensure_dir
 
 
+# --- 7. Pop counts what was not clicked, and counts a batch's duplicates once ------------------------------------------
+# RecBole's Pop (recbole/model/general_recommender/pop.py) does `item_cnt[item, :] = item_cnt[item, :] + 1` for every
+# training row: (a) it ignores the label, so under RecBole's default train_neg_sample_args (uniform, 1 negative per
+# row, which the pointwise TrainDataLoader appends as label-0 rows) every sampled negative is counted as a click;
+# (b) the update is a fancy-indexed assignment, so an item appearing several times in one batch gains only 1.
+# Our Pop, installed under RecBole's own module and class name (configs saying `model: Pop` keep working), counts
+# label-1 rows with bincount, so every item's score is exactly its number of training clicks; it asks for no sampled
+# negatives (`trains_on_negatives = False`, read by default_negative_sampling above).
+from recbole.model.abstract_recommender import GeneralRecommender  # noqa: E402
+from recbole.utils import InputType, ModelType  # noqa: E402
+
+_recbole_pop_module = importlib.import_module("recbole.model.general_recommender.pop")
+_RecBolePop = getattr(_recbole_pop_module, "_recbole_pop", _recbole_pop_module.Pop)
+
+
+class Pop(GeneralRecommender):
+    r"""Popularity: ranks every item by its number of training clicks (rows labelled 1), duplicates included.
+
+    ``predict`` and ``full_sort_predict`` return that count itself (RecBole's Pop divides by the maximum count, which
+    changes no ranking); rows without a label field (RecBole's label-less datasets) all count as clicks. Same
+    attributes, type and saved state (``item_cnt``, ``max_cnt``) as RecBole's Pop, of which it is a rewrite rather
+    than a subclass (RecBole's ``__init__`` calls ``super(Pop, self)``, which would resolve to this class).
+    """
+
+    input_type = InputType.POINTWISE
+    type = ModelType.TRADITIONAL
+    trains_on_negatives = False  # no sampled negatives: they would only be skipped (label 0)
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.LABEL = config["LABEL_FIELD"]
+        self.item_cnt = torch.zeros(self.n_items, 1, dtype=torch.long, device=self.device)  # [n_items, 1]
+        self.max_cnt = None
+        self.fake_loss = torch.nn.Parameter(torch.zeros(1))  # RecBole's trainer needs one parameter to optimise
+        self.other_parameter_name = ["item_cnt", "max_cnt"]
+
+    def forward(self):
+        pass
+
+    def calculate_loss(self, interaction):
+        items = interaction[self.ITEM_ID]  # [B]
+        if self.LABEL in interaction:
+            items = items[interaction[self.LABEL] > 0.5]  # clicks only
+        counts = torch.bincount(items, minlength=self.n_items).to(self.item_cnt)  # [n_items], duplicates counted
+        self.item_cnt += counts[:, None]
+        self.max_cnt = torch.max(self.item_cnt, dim=0)[0]
+        return torch.nn.Parameter(torch.zeros(1, device=self.device))
+
+    def predict(self, interaction):
+        return self.item_cnt[interaction[self.ITEM_ID], 0].to(torch.float64)  # [B] training clicks
+
+    def full_sort_predict(self, interaction):
+        batch_user_num = interaction[self.USER_ID].shape[0]
+        return self.item_cnt[:, 0].to(torch.float64).repeat(batch_user_num)  # [B * n_items]
+
+
+def install_click_counting_pop():
+    """Put our Pop where RecBole's get_model("Pop") finds it (idempotent)."""
+    import recbole.model.general_recommender as general
+
+    _recbole_pop_module._recbole_pop = _RecBolePop
+    _recbole_pop_module.Pop = Pop
+    general.Pop = Pop
+
+
 def apply():
     """Install every workaround (idempotent)."""
     disable_anomaly_detection()
@@ -248,3 +319,4 @@ def apply():
     install_model_lookup()
     install_checkpoint_loading()
     install_empty_history_handling()
+    install_click_counting_pop()
