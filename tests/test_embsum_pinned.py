@@ -18,7 +18,7 @@ from recbole.data import create_dataset, data_preparation
 from conftest import MIND_YAML, MODEL_YAML
 
 from recbole_embsum.model import EmbSum
-from recbole_embsum.model.backbone import TOKENIZER_META, tokenizer_cache_dir
+from recbole_embsum.text.backbone import TOKENIZER_META, tokenizer_cache_dir
 
 PINNED_CONFIG = {
     "plm_init": "scratch",

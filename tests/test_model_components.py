@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from recbole_embsum.model.backbone import train_tokenizer
 from recbole_embsum.model.losses import IGNORE_INDEX, nce_loss, sample_negatives, summary_loss
 from recbole_embsum.model.poly_attention import PolyAttention
 from recbole_embsum.model.scorer import PolyScorer
 from recbole_embsum.model.session import pack_sessions, recent_first
-from recbole_embsum.model.text import (ITEM_START_TOKEN, build_item_token_table, build_summary_token_table,
+from recbole_embsum.text.backbone import train_tokenizer
+from recbole_embsum.text.items import (ITEM_START_TOKEN, build_item_token_table, build_summary_token_table,
                                        iter_jsonl, render_items, truncate_to_tokens)
 
 

@@ -16,8 +16,8 @@ from transformers import PreTrainedTokenizerFast
 from conftest import MIND_YAML, MODEL_YAML, TINY_EMBSUM
 
 from recbole_embsum.model import EmbSum
-from recbole_embsum.model.backbone import TOKENIZER_META, build_scratch_t5, tokenizer_cache_dir
 from recbole_embsum.model.losses import IGNORE_INDEX
+from recbole_embsum.text.backbone import TOKENIZER_META, build_scratch_t5, tokenizer_cache_dir
 
 TINY = {
     **TINY_EMBSUM,
@@ -334,12 +334,12 @@ def test_item_cache_is_reused_and_invalidated(prepared):
         changed = model.predict(rows)
     assert len(calls) > n_first and not torch.allclose(changed, first)
     model.train()
-    assert model._item_cache is None
+    assert model._item_cache.vectors is None
     model.eval()
     with torch.no_grad():
         with torch.autocast("cpu", dtype=torch.bfloat16):  # as a trainer's bf16 evaluation fills the cache
             model.predict(rows)
-        assert model._item_cache.dtype == torch.bfloat16
+        assert model._item_cache.vectors.dtype == torch.bfloat16
         assert torch.isfinite(model.predict(rows)).all() and torch.isfinite(model.full_sort_predict(rows)).all()
 
 

@@ -20,22 +20,21 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
-from tqdm import tqdm
 from transformers.modeling_outputs import BaseModelOutput
 
-from .backbone import load_backbone
-from .losses import IGNORE_INDEX, nce_loss, sample_negatives, summary_loss
 from recbole_embsum.summaries.store import load_summaries
+from recbole_embsum.text.backbone import load_backbone
+from recbole_embsum.text.items import (build_item_token_table, build_summary_token_table, default_summary_path,
+                                       fill_template, item_text_path, load_item_texts)
 
+from .eval_batching import ItemVectorCache, per_distinct_history
+from .losses import IGNORE_INDEX, impression_candidates, nce_loss, summary_loss
 from .poly_attention import PolyAttention
 from .scorer import PolyScorer
 from .session import pack_sessions, recent_first
-from .text import (build_item_token_table, build_summary_token_table, default_summary_path, fill_template,
-                   item_text_path, load_item_texts)
 
 logger = logging.getLogger(__name__)
 
-NEG_ITEMS_FIELD = "neg_items"
 EVAL_GLOBAL_CHOICES = ("generate", "start")
 
 
@@ -90,6 +89,7 @@ class EmbSum(SequentialRecommender):
         self.summary_max_tokens = config["summary_max_tokens"]
         self.summary_generation = dict(config["summary_generation"] or {})  # Hugging Face generate() options
         self.item_encode_batch_size = config["item_encode_batch_size"]
+        self._item_cache = ItemVectorCache(self.n_items, self.item_encode_batch_size)  # eval CPEs [n_items, n, d]
 
         text_path = item_text_path(config["data_path"], config["dataset"])
         texts = load_item_texts(text_path)
@@ -122,9 +122,6 @@ class EmbSum(SequentialRecommender):
             logger.info("EmbSum: %d of %d users have a summary; %d train without L_sum (decoder start token only)",
                         self.n_summaries, n_users, n_users - self.n_summaries)
 
-        self._item_cache: Optional[torch.Tensor] = None  # eval-time CPEs, [n_items, n, d]
-        self._item_cache_ready: Optional[torch.Tensor] = None  # [n_items] bool
-        self._item_cache_key = None
 
     def _load_summaries(self, config) -> dict:
         """Summaries keyed by raw user id from ``summary_path`` (default ``<data_path>/<dataset>.summaries.jsonl``
@@ -273,9 +270,6 @@ class EmbSum(SequentialRecommender):
     def calculate_loss(self, interaction):
         """Eq. (6): returns ``(L_NCE, lambda * L_sum)`` so RecBole logs both parts."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        if NEG_ITEMS_FIELD not in interaction:
-            raise KeyError(f"EmbSum training batches need '{NEG_ITEMS_FIELD}' (impression negatives); "
-                           f"load it via the dataset yaml's load_col and alias_of_item_id")
         users = interaction[self.USER_ID]
         if self.use_summary_loss:
             targets, target_lengths = self.summary_tokens[users], self.summary_lengths[users]
@@ -286,8 +280,7 @@ class EmbSum(SequentialRecommender):
         global_vector, logits, labels = self.decode_global(history, targets, target_lengths)
         user_poly = self._user_poly(history, global_vector)  # A: [B, m, d]
 
-        negatives, valid = sample_negatives(interaction[NEG_ITEMS_FIELD], self.train_neg_num)  # [B, K]
-        candidates = torch.cat([interaction[self.ITEM_ID][:, None], negatives], dim=1)  # [B, 1+K]
+        candidates, valid = impression_candidates(interaction, self.ITEM_ID, self.train_neg_num, "EmbSum")  # [B, 1+K]
         item_poly = self.item_poly_embeddings(candidates.flatten()).unflatten(0, candidates.shape)  # [B,1+K,n,d]
         scores = self.scorer.score_pairs(user_poly[:, None], item_poly)  # Eqs. (3)-(4), broadcast: [B, 1+K]
         nce = nce_loss(scores, valid)  # Eq. (5)
@@ -297,40 +290,19 @@ class EmbSum(SequentialRecommender):
     # -------------------------------------------------------------------------------------------- evaluation
     def train(self, mode: bool = True):
         """Switching between training and evaluation drops the cached item embeddings."""
-        self._item_cache = None
+        self._item_cache.clear()
         return super().train(mode)
 
-    def _weights_key(self):
-        """Changes whenever any parameter is modified in place (optimizer steps, ``load_state_dict``)."""
-        return tuple(p._version for p in self.parameters())
-
     def _eval_item_poly(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """CPEs of ``item_ids`` [N] -> [N, n, d]; in evaluation each item is encoded once per pass and cached
-        (in the dtype it was computed in, e.g. bf16 under autocast)."""
+        """CPEs of ``item_ids`` [N] -> [N, n, d]; in evaluation each item is encoded once per pass and cached."""
         if self.training:
             return self.item_poly_embeddings(item_ids)
-        key = (self._weights_key(), item_ids.device)
-        if self._item_cache is None or self._item_cache_key != key:
-            self._item_cache, self._item_cache_key = None, key
-            self._item_cache_ready = torch.zeros(self.n_items, dtype=torch.bool, device=item_ids.device)
-        unique = torch.unique(item_ids)
-        missing = unique[~self._item_cache_ready[unique]]
-        chunks = missing.split(self.item_encode_batch_size) if missing.numel() else ()
-        with torch.no_grad():
-            for chunk in tqdm(chunks, desc="encoding items", disable=len(chunks) < 4, leave=False):
-                poly = self.item_poly_embeddings(chunk)  # [c, n, d]
-                if self._item_cache is None:
-                    self._item_cache = poly.new_zeros(self.n_items, *poly.shape[1:])
-                self._item_cache[chunk] = poly.to(self._item_cache.dtype)
-                self._item_cache_ready[chunk] = True
-        return self._item_cache[item_ids]
+        return self._item_cache.lookup(item_ids, self.item_poly_embeddings, self)
 
     def _row_user_poly(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """UPEs for evaluation rows [R] -> [R, m, d], encoding each distinct history of the batch once
         (labeled mode repeats a history for every candidate of an impression)."""
-        rows = torch.cat([item_seq, item_seq_len[:, None]], dim=1)  # [R, L+1]
-        unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        return self.user_poly_embeddings(unique[:, :-1], unique[:, -1])[inverse]
+        return per_distinct_history(self.user_poly_embeddings, item_seq, item_seq_len)
 
     def predict(self, interaction):
         """Scores of (history, candidate) rows [R] (RecBole's labeled evaluation)."""

@@ -1,10 +1,17 @@
-"""EmbSum training objectives: negative sampling from the impression, NCE (Eq. (5)) and the summary loss (Eq. (1))."""
-from typing import Tuple
+"""Training objectives: NCE over impression negatives (shared by the content models; EmbSum's Eq. (5)) and EmbSum's
+summary loss (Eq. (1)).
+
+A training row is a click with the non-clicked items of its impression in ``neg_items`` (the data contract in
+docs/design.md); :func:`impression_candidates` draws K of them per click and :func:`nce_loss` scores the click
+against them.
+"""
+from typing import Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+NEG_ITEMS_FIELD = "neg_items"
 SUMMARY_REDUCTIONS = ("mean", "sum")
 
 
@@ -31,6 +38,24 @@ def sample_negatives(neg_items: torch.Tensor, k: int) -> Tuple[torch.Tensor, tor
     valid = (count > 0).expand(batch, k)
     picked = neg_items.gather(1, order.gather(1, slot))  # [B, k]
     return picked.masked_fill(~valid, 0), valid
+
+
+def impression_candidates(interaction: Mapping[str, torch.Tensor], item_field: str, k: int,
+                          model_name: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The clicked item and ``k`` of its impression's negatives for each training row.
+
+    Args:
+        interaction: a RecBole training batch with ``item_field`` [B] and ``neg_items`` [B, L_neg] (0-padded).
+        model_name: named in the error when the batch has no ``neg_items``.
+
+    Returns:
+        ([B, 1 + k] item ids, column 0 the click; [B, k] validity of the negatives, as :func:`nce_loss` takes it).
+    """
+    if NEG_ITEMS_FIELD not in interaction:
+        raise KeyError(f"{model_name} training batches need '{NEG_ITEMS_FIELD}' (impression negatives); "
+                       f"load it via the dataset yaml's load_col and alias_of_item_id")
+    negatives, valid = sample_negatives(interaction[NEG_ITEMS_FIELD], k)  # [B, k]
+    return torch.cat([interaction[item_field][:, None], negatives], dim=1), valid
 
 
 def nce_loss(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

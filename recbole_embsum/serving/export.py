@@ -29,7 +29,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from recbole_embsum.distributed import _rank_and_world
-from recbole_embsum.model.text import build_item_token_table
+from recbole_embsum.text.items import build_item_token_table
 
 from .inputs import read_histories, read_items
 from .writer import ExportWriter, file_sha256, make_plan

@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 
 from dataset_converters.mind import parse_behavior, parse_news
 from dataset_converters.reading import LineErrors, Source
-from recbole_embsum.model.text import ITEM_TEXT_FIELDS, load_item_texts
+from recbole_embsum.text.items import ITEM_TEXT_FIELDS, load_item_texts
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The T5 encoder-decoder backbone of EmbSum and its tokenizer.
+"""The T5 encoder-decoder backbone of the content models (EmbSum first) and its tokenizer.
 
 Two ways to get them, chosen by ``plm_init``:
 
@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Tuple
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AddedToken, AutoTokenizer, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
-from .text import ITEM_START_TOKEN
+from .items import ITEM_START_TOKEN
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForCon
                 f"to train a T5 of plm_config size offline."
             ) from error
         if not tokenizer.is_fast:
-            raise ValueError(f"plm={config['plm']!r}: EmbSum needs a fast tokenizer (character offsets)")
+            raise ValueError(f"plm={config['plm']!r}: the item text store needs a fast tokenizer (character offsets for the token caps)")
         add_item_start_token(tokenizer)
         t5 = T5ForConditionalGeneration.from_pretrained(config["plm"])
         if len(tokenizer) > t5.get_input_embeddings().num_embeddings:

@@ -1,4 +1,4 @@
-"""Item text and user summaries for EmbSum: reading, templating, truncation and one-time tokenization.
+"""Item text and user summaries for content models: reading, templating, truncation and one-time tokenization.
 
 * Item text comes from ``<data_path>/<dataset>.text.jsonl`` (one ``{"item_id", "title", "abstract", "category",
   "subcategory"}`` object per line) and is rendered with the dataset's ``item_template`` (paper Section 3, "Content

@@ -1,0 +1,9 @@
+"""Item text for content models: the text store and the language-model backbone, usable by any model.
+
+* :mod:`.items`: reading ``<dataset>.text.jsonl``, item templates, token caps, one-time tokenised item (and summary)
+  rows as padded tables.
+* :mod:`.backbone`: the tokenizer trained on the item text (``plm_init: scratch``) and its cache, and loading the
+  encoder-decoder (``plm``: a Hugging Face name or local path).
+
+Nothing here knows about a recommender model; models import from here.
+"""
