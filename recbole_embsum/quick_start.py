@@ -7,7 +7,8 @@ Importing this package registers EmbSum with RecBole (see ``registry.py``), so R
   lives in ``recbole.quick_start`` and would not know EmbSum in the child processes);
 * the ``run_recbole`` console script, taking the flags of RecBole's ``run_recbole.py``
   (``--model --dataset --config_files --nproc --world_size --ip --port --group_offset``); any ``--key=value`` left
-  over is read by RecBole's ``Config`` from the command line, as in RecBole.
+  over is read by RecBole's ``Config`` from the command line, as in RecBole. Config values that cannot work stop it with one line
+  (``validation.py``).
 """
 import argparse
 import sys
@@ -16,6 +17,7 @@ from collections.abc import MutableMapping
 import recbole.quick_start
 
 import recbole_embsum  # noqa: F401  (registration must happen in spawned workers too)
+from recbole_embsum import validation
 
 run_recbole = recbole.quick_start.run_recbole
 load_data_and_model = recbole.quick_start.load_data_and_model
@@ -79,17 +81,23 @@ def build_parser():
 
 def main(argv=None):
     args, _ = build_parser().parse_known_args(argv)
-    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
-    run(
-        args.model,
-        args.dataset,
-        config_file_list=config_file_list,
-        nproc=args.nproc,
-        world_size=args.world_size,
-        ip=args.ip,
-        port=args.port,
-        group_offset=args.group_offset,
-    )
+    config_file_list = args.config_files.strip().split() if args.config_files else None
+    try:
+        validation.check_config_files(config_file_list)  # before any worker process starts
+        validation.check_dataset_name(args.dataset)
+        run(
+            args.model,
+            args.dataset,
+            config_file_list=config_file_list,
+            nproc=args.nproc,
+            world_size=args.world_size,
+            ip=args.ip,
+            port=args.port,
+            group_offset=args.group_offset,
+        )
+    except validation.ConfigError as err:
+        print(f"run_recbole: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,8 @@ RecBole 1.2.1 has no plugin registry; it looks things up by module path and attr
            ``properties/dataset/<dataset>.yaml`` shipped with this package, at RecBole's internal-default priority
            (after its quick-start yaml), so the user's yaml, ``config_dict`` and command line still win; then
            ``compat.default_negative_sampling`` picks a training-sampling default every model can train with.
+* checks:  ``validation.install()`` makes every Config refuse a missing yaml file, a dataset name that is not a plain
+           folder name and counts below 1 (``epochs``, batch sizes, ...), in one line each.
 * DDP:     ``distributed.install()`` replaces RecBole's nccl-only process group, DDP wrapper and per-rank evaluation
            (see that module); the single-process path is unchanged.
 """
@@ -27,7 +29,7 @@ import recbole.model.sequential_recommender
 import recbole.trainer
 import recbole.trainer.trainer
 
-from recbole_embsum import compat, distributed
+from recbole_embsum import compat, distributed, validation
 from recbole_embsum.evaluation.collector import ImpressionCollector
 from recbole_embsum.evaluation.metrics import register_metrics
 from recbole_embsum.model import embsum
@@ -79,4 +81,5 @@ def register():
     config_cls = recbole.config.configurator.Config
     config_cls._load_internal_config_dict = _with_packaged_defaults(config_cls._load_internal_config_dict)
     compat.apply()
+    validation.install()
     distributed.install()

@@ -1,0 +1,90 @@
+"""Config values that cannot work, refused in one line before any data is read or any model is built.
+
+RecBole accepts ``epochs=0`` (and then prints a "test result" of an untrained model), ``train_batch_size=0`` (an
+endless loop or a ZeroDivisionError deep inside a dataloader), a dataset name such as ``../x`` (a data folder outside
+``data_path``) and a missing ``--config_files`` entry (a raw FileNotFoundError traceback from inside Config).
+:func:`check_config_files` and :func:`check_config` say what is wrong and what to do instead; ``install()`` makes
+every RecBole ``Config`` run them (the command line, ``run_recbole`` from Python, RecBole's own quick start), and a
+preflight may call them directly.
+"""
+import functools
+import os
+
+import recbole.config.configurator
+
+# Options that count something and mean nothing below 1, with what a value below 1 would do.
+POSITIVE_INTEGERS = {
+    "epochs": "the model would be tested untrained",
+    "train_batch_size": "no training batch can be formed",
+    "eval_batch_size": "no evaluation batch can be formed",
+    "MAX_ITEM_LIST_LENGTH": "every history would be cut to nothing",
+    "upe_codes": "EmbSum's user poly-embedding needs at least one code (1 = the 'wo UPE' ablation)",
+    "cpe_codes": "EmbSum's content poly-embedding needs at least one code",
+    "grad_accum_steps": "the optimizer would never step",
+}
+
+
+class ConfigError(ValueError):
+    """A config value or argument that cannot work; the message names it and says what to do."""
+
+
+def check_config_files(config_file_list):
+    """Raise `ConfigError` unless every entry of ``config_file_list`` (None or a list of paths) is a file."""
+    for path in config_file_list or []:
+        if not os.path.isfile(path):
+            what = "is a folder, not a yaml file" if os.path.isdir(path) else "does not exist"
+            raise ConfigError(f"--config_files: {path} {what}; give existing yaml files, separated by spaces")
+
+
+def check_dataset_name(name):
+    """Raise `ConfigError` unless ``name`` is a plain folder name (the dataset lives in ``data_path/<name>/``)."""
+    text = str(name)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or os.sep in text or "\0" in text:
+        raise ConfigError(
+            f"--dataset: {text!r} is not a plain folder name; put the dataset in <data_path>/<name>/ and pass "
+            f"--dataset=<name> (set data_path for another parent folder)"
+        )
+
+
+def check_config(config):
+    """Raise `ConfigError` for the first value of ``config`` (a RecBole Config or a dict) that cannot work."""
+    if "dataset" in config:
+        check_dataset_name(config["dataset"])
+    for key, consequence in POSITIVE_INTEGERS.items():
+        value = config[key] if key in config else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{key} must be an integer >= 1, got {value!r} ({consequence}); set --{key}=N or {key}: N in a "
+                f"yaml file"
+            )
+
+
+def _checking_config_files(load_config_files):
+    @functools.wraps(load_config_files)
+    def wrapper(self, file_list):
+        check_config_files(file_list)
+        return load_config_files(self, file_list)
+
+    wrapper._embsum_validation = True
+    return wrapper
+
+
+def _checking_values(set_default_parameters):
+    @functools.wraps(set_default_parameters)
+    def wrapper(self):
+        set_default_parameters(self)
+        check_config(self.final_config_dict)
+
+    wrapper._embsum_validation = True
+    return wrapper
+
+
+def install():
+    """Make every ``Config`` check its files before reading them and its values once they are final (idempotent)."""
+    config_cls = recbole.config.configurator.Config
+    if not getattr(config_cls._load_config_files, "_embsum_validation", False):
+        config_cls._load_config_files = _checking_config_files(config_cls._load_config_files)
+    if not getattr(config_cls._set_default_parameters, "_embsum_validation", False):
+        config_cls._set_default_parameters = _checking_values(config_cls._set_default_parameters)

@@ -1,0 +1,64 @@
+"""Config values that cannot work stop at once with one line naming the option (validation.py)."""
+import pytest
+from recbole.config import Config
+
+import recbole_embsum  # noqa: F401  (registers EmbSum and the checks)
+from recbole_embsum import quick_start
+from recbole_embsum.validation import ConfigError, check_config
+
+from conftest import MIND_YAML, TINY_EMBSUM
+
+
+def embsum_config(mind_dataset, **values):
+    data_path, name = mind_dataset
+    return Config(model="EmbSum", dataset=name, config_file_list=[MIND_YAML],
+                  config_dict={"data_path": data_path, **TINY_EMBSUM, **values})
+
+
+@pytest.mark.parametrize("key, value", [
+    ("epochs", 0), ("epochs", -1), ("train_batch_size", 0), ("MAX_ITEM_LIST_LENGTH", 0), ("upe_codes", 0),
+    ("cpe_codes", 0), ("eval_batch_size", -5), ("epochs", 2.5), ("train_batch_size", "eight"),
+])
+def test_counts_below_one_or_not_integers_are_refused_naming_the_option(mind_dataset, key, value):
+    with pytest.raises(ConfigError) as error:
+        embsum_config(mind_dataset, **{key: value})
+    message = str(error.value)
+    assert message.startswith(f"{key} must be an integer >= 1, got {value!r}") and f"--{key}=N" in message
+    assert "\n" not in message
+
+
+def test_valid_values_pass_and_a_plain_dict_is_checked_the_same_way(mind_dataset):
+    config = embsum_config(mind_dataset, epochs=1, train_batch_size=1, upe_codes=1)
+    assert config["epochs"] == 1
+    check_config({"dataset": "mind", "epochs": 3, "upe_codes": None})  # None: the option is not used
+    with pytest.raises(ConfigError, match="upe_codes"):
+        check_config({"dataset": "mind", "upe_codes": 0})
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", ""])
+def test_dataset_names_that_leave_data_path_are_refused(mind_dataset, name):
+    data_path, _ = mind_dataset
+    with pytest.raises(ConfigError, match="--dataset: .* is not a plain folder name"):
+        Config(model="BPR", dataset=name, config_dict={"data_path": data_path})
+
+
+def test_missing_config_file_is_named(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=f"--config_files: {missing} does not exist"):
+        Config(model="BPR", dataset="mind", config_file_list=[str(missing)])
+
+
+def test_run_recbole_prints_one_line_and_trains_nothing(mind_dataset, tmp_path, capsys, monkeypatch):
+    data_path, name = mind_dataset
+    monkeypatch.chdir(tmp_path)
+    argv = ["--model=BPR", f"--dataset={name}", f"--data_path={data_path}", "--epochs=0"]
+    monkeypatch.setattr("sys.argv", ["run_recbole", *argv])  # RecBole's Config reads --key=value from sys.argv
+    assert quick_start.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("run_recbole: error: epochs must be an integer >= 1, got 0 (the model would be tested")
+    assert "\n" not in err and not (tmp_path / "saved").exists()
+
+    argv = ["--model=BPR", "--dataset=../mind", f"--config_files={tmp_path}/missing.yaml"]
+    monkeypatch.setattr("sys.argv", ["run_recbole", *argv])
+    assert quick_start.main(argv) == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
