@@ -118,7 +118,7 @@ def test_resume_after_kill_asks_nobody_twice(tmp_path):
         process.wait(10)
         gate.set()
         first_run = list(server.users)
-        assert path.read_bytes().count(b"\n") == 3 and path.read_bytes().endswith(b"\n")  # whole lines only
+        assert path.read_bytes().count(b"\n") == 1 + 3 and path.read_bytes().endswith(b"\n")  # header, whole lines
         assert [r["user_id"] for r in load_records(path)] == first_run[:3]  # answered before the kill, all kept
 
         rerun = subprocess.run(command + ["--base_url", server.base_url], env=env, capture_output=True, text=True,
@@ -131,3 +131,15 @@ def test_resume_after_kill_asks_nobody_twice(tmp_path):
     records = load_records(path)  # every line valid
     assert sorted(r["user_id"] for r in records) == sorted(f"U{k}" for k in range(users))
     assert all(r["summary"] == f"Summary for {r['user_id']}." for r in records)
+
+
+def test_output_that_is_not_a_summaries_file_is_refused_unless_overwrite(tmp_path, capsys):
+    write_dataset(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"a line of my own, no newline")
+    assert _summarize(tmp_path, "--output", str(notes)) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt exists and is not a recbole-embsum summaries file" in err and "--overwrite" in err
+    assert notes.read_bytes() == b"a line of my own, no newline"
+    assert _summarize(tmp_path, "--output", str(notes), "--overwrite") == 0
+    assert [r["user_id"] for r in load_records(notes)] == ["U1", "U2", "U3"]

@@ -7,6 +7,7 @@ import pytest
 from recbole_embsum.summaries.store import (
     SummaryAppender,
     SummaryFileError,
+    check_own_file,
     load_records,
     load_summaries,
     make_record,
@@ -24,7 +25,8 @@ def test_round_trip_keeps_unicode_and_field_order(tmp_path):
         out.append(_record("U1", "Aime le café — et «le sport».\nDeux lignes."))
         out.append(_record("U2"))
     assert load_summaries(path) == {"U1": "Aime le café — et «le sport».\nDeux lignes.", "U2": "Likes things."}
-    first = path.read_text(encoding="utf-8").splitlines()[0]
+    header, first = path.read_text(encoding="utf-8").splitlines()[:2]
+    assert json.loads(header) == {"format": "recbole-embsum/summaries", "version": 1}
     assert list(json.loads(first)) == ["user_id", "summary", "backend", "model", "prompt_hash"]
     assert "café" in first  # written as UTF-8, not \u escapes
 
@@ -93,3 +95,63 @@ def test_later_record_for_a_user_wins(tmp_path):
         out.append(_record("U1", "old"))
         out.append(_record("U1", "new"))
     assert load_summaries(path) == {"U1": "new"}
+
+
+# --- only our own files are resumed or repaired -------------------------------------------------------------------------
+def test_a_single_foreign_line_without_newline_is_refused_not_cut(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"my own notes, not a summary")
+    with pytest.raises(SummaryFileError, match=r"notes\.txt exists and is not a recbole-embsum summaries file .*"
+                                               r"--overwrite"):
+        SummaryAppender(path)
+    assert path.read_bytes() == b"my own notes, not a summary"
+
+
+def test_foreign_complete_lines_are_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "other.jsonl"
+    data = b'{"id": 1}\n{"id": 2}'
+    path.write_bytes(data)
+    with pytest.raises(SummaryFileError, match="line 1: missing field 'user_id'"):
+        check_own_file(path)
+    with pytest.raises(SummaryFileError):
+        SummaryAppender(path)
+    assert path.read_bytes() == data
+
+
+def test_files_from_before_the_header_whose_complete_lines_are_records_are_ours(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(_record("U1")) + "\n" + '{"user_id": "U2", "su', encoding="utf-8")  # torn tail
+    with SummaryAppender(path) as out:
+        out.append(_record("U3"))
+    assert [r["user_id"] for r in load_records(path)] == ["U1", "U3"]
+    assert not path.read_text(encoding="utf-8").startswith('{"format"')  # an old file keeps its layout
+
+
+def test_a_torn_multibyte_tail_after_our_header_is_cut(tmp_path):
+    path = tmp_path / "s.jsonl"
+    with SummaryAppender(path) as out:
+        out.append(_record("U1"))
+    with open(path, "ab") as handle:
+        handle.write('{"user_id": "U2", "summary": "caf\u00e9'.encode("utf-8")[:-1])  # cut inside the é
+    with SummaryAppender(path) as out:
+        out.append(_record("U3"))
+    assert [r["user_id"] for r in load_records(path)] == ["U1", "U3"]
+
+
+def test_a_symlink_out_of_the_output_folder_is_never_written_through(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    target = outside / "precious.txt"
+    target.write_bytes(b"precious data without newline")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    link = folder / "s.jsonl"
+    link.symlink_to(target)
+    with pytest.raises(SummaryFileError, match="is a symbolic link to .*precious.txt, outside"):
+        SummaryAppender(link)
+    assert target.read_bytes() == b"precious data without newline"
+    dangling = folder / "d.jsonl"
+    dangling.symlink_to(outside / "new.jsonl")
+    with pytest.raises(SummaryFileError, match="symbolic link"):
+        SummaryAppender(dangling)
+    assert not (outside / "new.jsonl").exists()

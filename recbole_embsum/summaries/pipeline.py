@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .backends import SummaryJob, backend_identity, make_backend
 from .history import dataset_file, evaluation_histories, load_item_texts, training_engagements
 from .prompt import build_messages, domain_for, prompt_hash, recent_first, resolve_template
-from .store import SummaryAppender, load_records, make_record, summaries_path
+from .store import SummaryAppender, check_own_file, load_records, make_record, summaries_path
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def summarize_dataset(data_path, dataset, options, split="train"):
     if path.exists() and options["overwrite"]:
         logger.warning("--overwrite: replacing %s", path)
         os.remove(path)
+    check_own_file(path)  # before reading: a file of another program is refused, not taken for a torn write
     records = load_records(path) if path.exists() else []
     _check_not_mixed(path, records, hashes, backend_name, model)
     done = {r["user_id"] for r in records if hashes.get(r["user_id"]) == r["prompt_hash"]}

@@ -1,9 +1,17 @@
 """The summary cache: `<dataset>.summaries.jsonl`, one JSON object per line.
 
-Each line is ``{"user_id", "summary", "backend", "model", "prompt_hash"}`` (all strings; ``user_id`` is the raw token
-from the ``.inter`` files). The file is append-only: :class:`SummaryAppender` writes each record as one whole line
-and flushes + fsyncs it, so a killed writer can leave at most a torn *last* line, which readers ignore with a warning
-and the next appender cuts off before writing. Any other malformed line is an error naming the file and the line.
+The first line is the header ``{"format": "recbole-embsum/summaries", "version": 1}``; each further line is
+``{"user_id", "summary", "backend", "model", "prompt_hash"}`` (all strings; ``user_id`` is the raw token from the
+``.inter`` files). Readers also accept files without the header (written before it existed, or by other tools). The
+file is append-only: :class:`SummaryAppender` writes each record as one whole line and flushes + fsyncs it, so a
+killed writer can leave at most a torn *last* line, which readers ignore with a warning and the next appender cuts
+off before writing. Any other malformed line is an error naming the file and the line.
+
+An appender changes only a file that is ours (:func:`check_own_file`): one that starts with the header, or, for
+files written before the header existed, one whose every complete line is a summary record (our writer writes whole
+records, so anything else in a complete line means another program wrote the file). Anything else, e.g. a single
+line of other text without its newline, is refused rather than taken for a torn write; so is a symbolic link to a
+file outside the output's folder.
 """
 import json
 import logging
@@ -13,6 +21,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 FIELDS = ("user_id", "summary", "backend", "model", "prompt_hash")
+HEADER = {"format": "recbole-embsum/summaries", "version": 1}
 
 
 class SummaryFileError(ValueError):
@@ -49,17 +58,25 @@ def _parse_line(text, path, lineno):
     return record
 
 
+def _is_header(line):
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and value.get("format") == HEADER["format"]
+
+
 def iter_records(path):
     """Yield every record of a summaries file in file order (streaming).
 
-    Blank lines are skipped. A last line without its newline that does not parse is a record torn by a killed
-    writer: it is skipped with a warning. Any other bad line raises :class:`SummaryFileError`.
+    The header line and blank lines are skipped. A last line without its newline that does not parse is a record
+    torn by a killed writer: it is skipped with a warning. Any other bad line raises :class:`SummaryFileError`.
     """
     path = Path(path)
     with open(path, "r", encoding="utf-8", newline="") as handle:
         lineno = 0
         for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
+            if not line.strip() or (lineno == 1 and _is_header(line)):
                 continue
             if not line.endswith("\n"):  # only the last line can lack its newline
                 try:
@@ -82,19 +99,60 @@ def load_summaries(path):
     return {record["user_id"]: record["summary"] for record in iter_records(path)}
 
 
+def _not_ours(path, reason):
+    return SummaryFileError(f"{path} exists and is not a recbole-embsum summaries file ({reason}); it was left "
+                            f"unchanged: pass --overwrite to replace it, or --output NEW_FILE")
+
+
+def check_own_file(path):
+    """Raise :class:`SummaryFileError` unless ``path`` is absent, empty or a summaries file of ours (module
+    docstring), or if it is a symbolic link out of its folder."""
+    path = Path(path)
+    if path.is_symlink():
+        target = path.resolve()
+        if target.parent != path.parent.resolve():
+            raise SummaryFileError(f"{path} is a symbolic link to {target}, outside {path.parent}; refusing to write "
+                                   f"through it: pass the real file as --output")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as handle:
+        complete = 0
+        for lineno, raw in enumerate(handle, start=1):
+            torn_tail = not raw.endswith(b"\n") and complete > 0  # a torn tail only follows whole records of ours
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if torn_tail:
+                    return
+                raise _not_ours(path, f"line {lineno} is not UTF-8 text") from None
+            if lineno == 1 and _is_header(line):
+                return
+            if not line.strip():
+                continue
+            try:
+                _parse_line(line, path, lineno)
+            except SummaryFileError as err:
+                if not torn_tail:
+                    raise _not_ours(path, f"no header, and {str(err)[len(str(path)) + 2:]}") from None
+            complete += 1
+
+
 class SummaryAppender:
     """Append records to a summaries file, one whole line per ``os.write``, each flushed and fsynced.
 
-    Opening repairs a torn tail left by a killed writer: a last line without its newline is cut off (if it does not
-    parse) or completed with its newline (if it does), so new records never glue onto a fragment.
-    Use as a context manager.
+    Opening refuses a file that is not ours (:func:`check_own_file`), writes the header into a new or empty file and
+    repairs a torn tail left by a killed writer: a last line without its newline is cut off (if it does not parse) or
+    completed with its newline (if it does), so new records never glue onto a fragment. Use as a context manager.
     """
 
     def __init__(self, path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_own_file(self.path)
         self._repair_tail()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if os.fstat(self._fd).st_size == 0:
+            self._write((json.dumps(HEADER) + "\n").encode("utf-8"))
 
     def _repair_tail(self):
         if not self.path.exists():
@@ -135,7 +193,9 @@ class SummaryAppender:
         missing = [field for field in FIELDS if field not in record]
         if missing:
             raise ValueError(f"summary record lacks field(s) {missing}: {record!r}")
-        data = (json.dumps({field: record[field] for field in FIELDS}, ensure_ascii=False) + "\n").encode("utf-8")
+        self._write((json.dumps({field: record[field] for field in FIELDS}, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def _write(self, data):
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
