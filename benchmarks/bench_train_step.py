@@ -49,7 +49,7 @@ def build_data(root, users, items):
 def bare_inputs(model, batch, seed):
     """The exact token tensors an EmbSum step seeded with ``seed`` feeds T5 for ``batch`` (same packing; the same
     sampled negatives, as T5 dropout is off so sampling is the step's first use of the RNG)."""
-    from recbole_embsum.model.losses import sample_negatives
+    from recbole_embsum.model.losses import draw_negatives
     from recbole_embsum.model.session import pack_sessions, recent_first
 
     history = recent_first(batch["item_id_list"], batch["item_length"], model.k)
@@ -62,7 +62,7 @@ def bare_inputs(model, batch, seed):
     memory_rows = slot_of_row.view(-1, n_sessions)[:, :used]  # [B, used] rows of the (zero-extended) states
 
     torch.manual_seed(seed)
-    negatives, _ = sample_negatives(batch["neg_items"], model.train_neg_num)
+    negatives, _ = draw_negatives(batch["neg_items"], model.train_neg_num)
     candidates = torch.unique(torch.cat([batch["item_id"][:, None], negatives], 1))
     lengths = model.item_token_lengths[candidates]
     cand_tokens = model.item_tokens[candidates][:, : int(lengths.max())]

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from recbole_embsum.model.losses import IGNORE_INDEX, nce_loss, sample_negatives, summary_loss
+from recbole_embsum.model.losses import IGNORE_INDEX, nce_loss, draw_negatives, summary_loss
 from recbole_embsum.model.poly_attention import PolyAttention
 from recbole_embsum.model.scorer import PolyScorer
 from recbole_embsum.model.session import pack_sessions, recent_first
@@ -98,17 +98,17 @@ def test_negatives_without_replacement_when_enough_with_replacement_when_fewer()
     seen = set()
     for seed in range(20):
         torch.manual_seed(seed)
-        picked, valid = sample_negatives(neg_items, 2)
+        picked, valid = draw_negatives(neg_items, 2)
         assert len(set(picked[0].tolist())) == 2 and set(picked[0].tolist()) <= {5, 6, 7}
         assert picked[1].tolist() == [8, 8]
         assert picked[2].tolist() == [0, 0] and valid.tolist() == [[True, True], [True, True], [False, False]]
         seen |= set(picked[0].tolist())
     assert seen == {5, 6, 7}  # every impression negative can be drawn
     torch.manual_seed(3)
-    first = sample_negatives(neg_items, 3)[0]
+    first = draw_negatives(neg_items, 3)[0]
     torch.manual_seed(3)
-    assert torch.equal(sample_negatives(neg_items, 3)[0], first)
-    assert sample_negatives(torch.zeros(2, 0, dtype=torch.long), 2)[1].sum() == 0
+    assert torch.equal(draw_negatives(neg_items, 3)[0], first)
+    assert draw_negatives(torch.zeros(2, 0, dtype=torch.long), 2)[1].sum() == 0
 
 
 # ---------------------------------------------------------------------------------------------- sessions (2.3)

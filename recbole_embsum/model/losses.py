@@ -15,8 +15,12 @@ NEG_ITEMS_FIELD = "neg_items"
 SUMMARY_REDUCTIONS = ("mean", "sum")
 
 
-def sample_negatives(neg_items: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``k`` negatives per row from the non-zero entries of ``neg_items`` [B, L] (0 = padding).
+def draw_negatives(neg_items: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``k`` training negatives per row from the non-zero entries of ``neg_items`` [B, L] (0 = padding), anew at
+    every step.
+
+    Not to be confused with the converters' ``sample_negatives``, which decides once, per impression id, which of an
+    impression's negatives are stored in the ``.train.inter`` file; this draws from what was stored.
 
     Rows with at least ``k`` negatives get ``k`` distinct ones; rows with fewer get all of them plus draws with
     replacement. Uses torch's global RNG, so it is deterministic under ``torch.manual_seed``.
@@ -54,7 +58,7 @@ def impression_candidates(interaction: Mapping[str, torch.Tensor], item_field: s
     if NEG_ITEMS_FIELD not in interaction:
         raise KeyError(f"{model_name} training batches need '{NEG_ITEMS_FIELD}' (impression negatives); "
                        f"load it via the dataset yaml's load_col and alias_of_item_id")
-    negatives, valid = sample_negatives(interaction[NEG_ITEMS_FIELD], k)  # [B, k]
+    negatives, valid = draw_negatives(interaction[NEG_ITEMS_FIELD], k)  # [B, k]
     return torch.cat([interaction[item_field][:, None], negatives], dim=1), valid
 
 
