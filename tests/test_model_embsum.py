@@ -149,7 +149,7 @@ def test_shapes_at_every_step(prepared):
     assert history.fused.shape[0] == bsz and history.fused.shape[2] == d
     assert history.fused_mask.shape == history.fused.shape[:2]
     users = batch["user_id"]
-    glob, logits, labels = model.decode_global(history, model.summary_tokens[users], model.summary_lengths[users])
+    glob, logits, labels = model.decode_summary(history, model.summary_tokens[users], model.summary_lengths[users])
     steps = int(model.summary_lengths[users].max())
     assert glob.shape == (bsz, d)
     assert logits.shape == (bsz, steps, len(model.tokenizer)) and labels.shape == (bsz, steps)
@@ -297,12 +297,40 @@ def test_wo_summary_loss_uses_start_token_only_and_leaves_encoders_unchanged(pre
     assert sum_a == 0
     history = ablated.encode_history(batch["item_id_list"], batch["item_length"])
     zeros = torch.zeros(len(batch), 1, dtype=torch.long)
-    glob, logits, labels = ablated.decode_global(history, zeros, torch.zeros(len(batch), dtype=torch.long))
+    glob, logits, labels = ablated.decode_summary(history, zeros, torch.zeros(len(batch), dtype=torch.long))
     assert logits.shape[1] == 1 and (labels == IGNORE_INDEX).all()
+    torch.testing.assert_close(ablated.global_from_start_token(history), glob)  # a summary of length 0
     expected = ablated._user_poly(history, glob)
     torch.testing.assert_close(ablated.user_poly_embeddings(batch["item_id_list"], batch["item_length"]), expected)
     items = torch.tensor([2, 6])
     torch.testing.assert_close(ablated.item_poly_embeddings(items), base.item_poly_embeddings(items))
+
+
+def test_global_vectors_match_the_whole_t5_forward(prepared):
+    """Each way to the global vector reads the decoder's last hidden state, as T5ForConditionalGeneration's own
+    forward gives it, and decode_summary's logits are that forward's logits."""
+    model = make_model(prepared).eval()
+    batch = train_batch(prepared)
+    users = batch["user_id"]
+    with torch.no_grad():
+        history = model.encode_history(batch["item_id_list"], batch["item_length"])
+        targets, lengths = model.summary_tokens[users], model.summary_lengths[users]
+        glob, logits, _ = model.decode_summary(history, targets, lengths)
+        steps = logits.size(1)
+        positions = torch.arange(steps)[None]
+        full = model.t5(encoder_outputs=(history.fused,), attention_mask=history.fused_mask.long(),
+                        decoder_input_ids=model.t5.prepare_decoder_input_ids_from_labels(targets[:, :steps]),
+                        decoder_attention_mask=(positions < lengths.clamp(min=1)[:, None]).long(),
+                        output_hidden_states=True)
+        torch.testing.assert_close(logits, full.logits)
+        last = full.decoder_hidden_states[-1]
+        torch.testing.assert_close(glob, last[torch.arange(len(users)), (lengths - 1).clamp(min=0)])
+
+        sequences = model._generate(history)  # [B, 1 + T]
+        is_eos = sequences[:, 1:] == model.tokenizer.eos_token_id
+        ends = torch.where(is_eos.any(1), is_eos.float().argmax(1), is_eos.size(1) - 1)
+        forced, _, _ = model.decode_summary(history, sequences[:, 1:], ends + 1)
+        torch.testing.assert_close(model.global_from_generated_summary(history), forced)
 
 
 # -------------------------------------------------------------------------------------------------- evaluation

@@ -23,7 +23,7 @@ from recbole.utils import InputType
 from transformers.modeling_outputs import BaseModelOutput
 
 from recbole_embsum.summaries.store import load_summaries
-from recbole_embsum.text.backbone import load_backbone
+from recbole_embsum.text.backbone import decoder_logits, load_backbone
 from recbole_embsum.text.items import (build_item_token_table, build_summary_token_table, default_summary_path,
                                        fill_template, item_text_path, load_item_texts)
 
@@ -175,17 +175,25 @@ class EmbSum(SequentialRecommender):
         fused_mask = fused_mask.view(batch, n_sessions, width)[:, :used].reshape(batch, used * width)
         return HistoryEncoding(item_vectors, history != 0, fused, fused_mask)
 
-    def decode_global(self, history: HistoryEncoding, targets: torch.Tensor,
-                      target_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher-forced T5 decoder over the fused session states.
+    def _decoder_states(self, history: HistoryEncoding, decoder_input: torch.Tensor,
+                        decoder_mask: torch.Tensor) -> torch.Tensor:
+        """Final T5 decoder states [B, T', d] of ``decoder_input`` [B, T'] (under ``decoder_mask``) over the fused
+        session states (fusion-in-decoder, Section 2.3)."""
+        return self.t5.decoder(input_ids=decoder_input, attention_mask=decoder_mask.long(),
+                               encoder_hidden_states=history.fused, encoder_attention_mask=history.fused_mask.long(),
+                               use_cache=False).last_hidden_state
+
+    def decode_summary(self, history: HistoryEncoding, targets: torch.Tensor,
+                       target_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced decoding of the users' summaries (Eq. (1)); the global vector is the state that emits [EOS].
 
         Args:
-            targets: [B, T] summary token ids ending with </s>; target_lengths: [B] (0 = no summary: the decoder
-                gets only its start token, the paper's "wo L_sum").
+            targets: [B, T] summary token ids ending with </s>; target_lengths: [B] (0 = no summary: that row's
+                decoder gets only its start token, the paper's "wo L_sum").
 
         Returns:
-            (global user vector [B, d] = decoder state at the position that emits [EOS] (the start token's state
-            without a summary), logits [B, T', V], labels [B, T'] with IGNORE_INDEX where no token is predicted).
+            (global user vector [B, d], logits [B, T', V], labels [B, T'] with IGNORE_INDEX where no token is
+            predicted).
         """
         steps = max(1, int(target_lengths.max()) if target_lengths.numel() else 1)
         targets = targets[:, :steps]
@@ -195,26 +203,32 @@ class EmbSum(SequentialRecommender):
         labels = targets.masked_fill(positions >= target_lengths[:, None], IGNORE_INDEX)  # [B, T']
         decoder_input = self.t5.prepare_decoder_input_ids_from_labels(targets)  # [start, y_1, ..., y_{T'-1}]
         decoder_mask = positions < target_lengths.clamp(min=1)[:, None]  # [B, T']
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=history.fused),
-                      attention_mask=history.fused_mask.long(), decoder_input_ids=decoder_input,
-                      decoder_attention_mask=decoder_mask.long(), output_hidden_states=True)
-        hidden = out.decoder_hidden_states[-1]  # final decoder states, [B, T', d]
+        states = self._decoder_states(history, decoder_input, decoder_mask)  # [B, T', d]
         last = (target_lengths - 1).clamp(min=0)  # position whose output is [EOS]
-        global_vector = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # [B, d]
-        return global_vector, out.logits, labels
+        global_vector = states[torch.arange(states.size(0), device=states.device), last]  # [B, d]
+        return global_vector, decoder_logits(self.t5, states), labels
+
+    def global_from_start_token(self, history: HistoryEncoding) -> torch.Tensor:
+        """Global user vector [B, d] as the decoder's state at its start token alone (no summary)."""
+        start = history.fused_mask.new_full((history.fused.size(0), 1), self.t5.config.decoder_start_token_id,
+                                            dtype=torch.long)  # [B, 1]
+        return self._decoder_states(history, start, torch.ones_like(start, dtype=torch.bool))[:, 0]  # [B, d]
+
+    def global_from_generated_summary(self, history: HistoryEncoding) -> torch.Tensor:
+        """Global user vector [B, d] as the state that emits [EOS] of a greedily generated summary."""
+        sequences = self._generate(history)  # [B, 1 + T]: the start token, then the summary
+        is_eos = sequences[:, 1:] == self.tokenizer.eos_token_id
+        first_eos = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1), is_eos.size(1) - 1)  # [B]
+        steps = int(first_eos.max()) + 1
+        positions = torch.arange(steps, device=sequences.device)[None, :]  # [1, T']
+        states = self._decoder_states(history, sequences[:, :steps], positions <= first_eos[:, None])  # [B, T', d]
+        return states[torch.arange(states.size(0), device=states.device), first_eos]  # [B, d]
 
     def _user_poly(self, history: HistoryEncoding, global_vector: torch.Tensor) -> torch.Tensor:
         """UPE (Eq. (2)) over Z = [k item vectors; global vector] -> A [B, m, d]."""
         z = torch.cat([history.item_vectors, global_vector[:, None]], dim=1)  # [B, k+1, d]
         mask = torch.cat([history.item_mask, history.item_mask.new_ones(z.size(0), 1)], dim=1)  # [B, k+1]
         return self.upe(z, mask)
-
-    def _generated_targets(self, history: HistoryEncoding) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Greedy summaries as decoder targets: ([B, T] ids up to and including the first </s>, [B] lengths)."""
-        sequences = self._generate(history)[:, 1:]  # drop the decoder start token
-        is_eos = sequences == self.tokenizer.eos_token_id
-        first_eos = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1), sequences.size(1) - 1)
-        return sequences, first_eos + 1
 
     def _generate(self, history: HistoryEncoding, max_new_tokens: Optional[int] = None, **generate_kwargs):
         generate_kwargs = {"do_sample": False, "num_beams": 1, **self.summary_generation, **generate_kwargs}
@@ -228,22 +242,17 @@ class EmbSum(SequentialRecommender):
         return self.eval_global_vector == "generate" and self.use_summary_loss and self.n_summaries > 0
 
     # ----------------------------------------------------------------------------------------- public embeddings
-    def user_poly_embeddings(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
-                             summary_tokens: Optional[torch.Tensor] = None,
-                             summary_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def user_poly_embeddings(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """User Poly-Embeddings A [B, m, d] of histories ``item_seq`` [B, L] (chronological) / ``item_seq_len`` [B].
 
-        With ``summary_tokens`` [B, T] / ``summary_lengths`` [B] the decoder is teacher-forced on them; otherwise
-        it decodes its own summary or reads only its start token (see ``eval_global_vector``).
+        The global vector comes from a generated summary or from the decoder's start token alone (see
+        ``eval_global_vector``); a reference summary is read only in training.
         """
         history = self.encode_history(item_seq, item_seq_len)
-        if summary_tokens is None:
-            if self._inference_generates():
-                summary_tokens, summary_lengths = self._generated_targets(history)
-            else:
-                summary_tokens = item_seq.new_zeros(item_seq.size(0), 1)
-                summary_lengths = item_seq.new_zeros(item_seq.size(0))
-        global_vector, _, _ = self.decode_global(history, summary_tokens, summary_lengths)
+        if self._inference_generates():
+            global_vector = self.global_from_generated_summary(history)
+        else:
+            global_vector = self.global_from_start_token(history)
         return self._user_poly(history, global_vector)
 
     def item_poly_embeddings(self, item_ids: torch.Tensor) -> torch.Tensor:
@@ -270,21 +279,21 @@ class EmbSum(SequentialRecommender):
     def calculate_loss(self, interaction):
         """Eq. (6): returns ``(L_NCE, lambda * L_sum)`` so RecBole logs both parts."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        users = interaction[self.USER_ID]
-        if self.use_summary_loss:
-            targets, target_lengths = self.summary_tokens[users], self.summary_lengths[users]
-        else:
-            targets, target_lengths = item_seq.new_zeros(users.size(0), 1), item_seq.new_zeros(users.size(0))
-
         history = self.encode_history(item_seq, item_seq_len)
-        global_vector, logits, labels = self.decode_global(history, targets, target_lengths)
+        if self.use_summary_loss:
+            users = interaction[self.USER_ID]
+            global_vector, logits, labels = self.decode_summary(history, self.summary_tokens[users],
+                                                                self.summary_lengths[users])
+            sum_loss = summary_loss(logits, labels, self.summary_loss_reduction)  # Eq. (1)
+        else:  # "wo L_sum"
+            global_vector = self.global_from_start_token(history)
+            sum_loss = global_vector.new_zeros((), dtype=torch.float32)
         user_poly = self._user_poly(history, global_vector)  # A: [B, m, d]
 
         candidates, valid = impression_candidates(interaction, self.ITEM_ID, self.train_neg_num, "EmbSum")  # [B, 1+K]
         item_poly = self.item_poly_embeddings(candidates.flatten()).unflatten(0, candidates.shape)  # [B,1+K,n,d]
         scores = self.scorer.score_pairs(user_poly[:, None], item_poly)  # Eqs. (3)-(4), broadcast: [B, 1+K]
         nce = nce_loss(scores, valid)  # Eq. (5)
-        sum_loss = summary_loss(logits, labels, self.summary_loss_reduction)  # Eq. (1)
         return nce, self.summary_weight * sum_loss
 
     # -------------------------------------------------------------------------------------------- evaluation

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from typing import Callable, Iterable, Tuple
 
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AddedToken, AutoTokenizer, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
@@ -93,6 +94,21 @@ def build_scratch_t5(tokenizer, plm_config: dict) -> T5ForConditionalGeneration:
                       eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
                       **(plm_config or {}))
     return T5ForConditionalGeneration(config)
+
+
+def decoder_logits(t5: T5ForConditionalGeneration, states: torch.Tensor) -> torch.Tensor:
+    """LM-head logits [..., V] of final decoder states [..., d], as ``T5ForConditionalGeneration.forward`` computes
+    them, for callers that run ``t5.decoder`` themselves to keep its last hidden state.
+
+    T5 with tied embeddings scales the states by d_model^-0.5 first: transformers >= 5 records this as
+    ``config.scale_decoder_outputs``, older versions as ``config.tie_word_embeddings``.
+    """
+    scale = getattr(t5.config, "scale_decoder_outputs", None)
+    if scale is None:
+        scale = t5.config.tie_word_embeddings
+    if scale:
+        states = states * t5.model_dim**-0.5
+    return t5.lm_head(states)
 
 
 def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForConditionalGeneration, object]:
