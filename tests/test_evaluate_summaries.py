@@ -9,7 +9,7 @@ from conftest import TINY_EMBSUM
 
 from recbole_embsum.cli import main
 from recbole_embsum.evaluation.rouge import rouge_report
-from recbole_embsum.summaries.history import evaluation_histories
+from recbole_embsum.summaries.history import evaluation_histories, training_engagements
 from recbole_embsum.summaries.store import load_records, load_summaries
 
 # The shared tiny EmbSum with short histories and item texts.
@@ -61,7 +61,7 @@ def trained(tmp_path_factory, mind_dataset):
 
 def test_summarize_split_test_writes_references_for_users_outside_training_only(trained):
     _, folder, name, _ = trained
-    train_users = {r["user_id"] for r in load_records(folder / f"{name}.summaries.jsonl")}
+    train_users = set(training_engagements(folder / f"{name}.train.inter"))  # with or without a summary
     test_users = {r["user_id"] for r in load_records(folder / f"{name}.test.summaries.jsonl")}
     expected = {user for user, items in evaluation_histories(folder / f"{name}.test.inter", train_users).items()
                 if items}

@@ -21,10 +21,10 @@ ITEMS = [
 # impression_id, user_id, item_id (clicked), timestamp, history (oldest first), negatives
 TRAIN_ROWS = [
     ("I1", "U1", "N3", 100, "N1 N2", "N4"),
-    ("I2", "U2", "N1", 50, "", "N2 N5"),
-    ("I3", "U1", "N4", 200, "N1 N2 N3", "N5"),  # U1's latest row: its history already holds the I1 click
+    ("I2", "U2", "N1", 50, "N3", "N2 N5"),
+    ("I3", "U1", "N4", 200, "N1 N2 N3", "N5"),  # U1's latest row: its history holds the I1 click (not summarised)
     ("I4", "U3", "N5", 10, "N2", "N1"),
-    ("I5", "U3", "N2", 20, "N2", "N1"),  # U3 clicks an item already in its history: kept once, in place
+    ("I5", "U3", "N2", 20, "N2", "N1"),  # U3 clicks an item already in its history
 ]
 
 
@@ -45,9 +45,10 @@ def write_dataset(root, name="toy", items=ITEMS, rows=TRAIN_ROWS):
 
 
 def many_users_dataset(root, name, users):
-    """A dataset where user ``Uk`` has one own item titled ``Item of Uk`` (so a server can tell users apart)."""
+    """A dataset where user ``Uk``'s history is one own item titled ``Item of Uk`` (so a server can tell users
+    apart); each user clicks the next user's item."""
     items = [(f"M{k}", f"Item of U{k}", f"About thing {k}.", "news", "misc") for k in range(users)]
-    rows = [(f"I{k}", f"U{k}", f"M{k}", k, "", "") for k in range(users)]
+    rows = [(f"I{k}", f"U{k}", f"M{(k + 1) % users}", k, f"M{k}", "") for k in range(users)]
     return write_dataset(root, name, items, rows)
 
 

@@ -98,6 +98,15 @@ def test_user_without_any_item_text_is_skipped_not_asked(tmp_path, capsys):
     assert "U9" not in load_summaries(tmp_path / "toy" / "toy.summaries.jsonl")
 
 
+def test_user_with_an_empty_history_before_the_first_training_row_gets_no_summary(tmp_path, capsys):
+    rows = TRAIN_ROWS + [("I8", "U8", "N1", 5, "", ""), ("I9", "U8", "N2", 6, "N1", "")]  # grows from empty
+    write_dataset(tmp_path, rows=rows)
+    assert _summarize(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "4 users, 0 cached, 3 asked, 0 failed" in out and "; 1 users skipped: empty history" in out
+    assert "U8" not in load_summaries(tmp_path / "toy" / "toy.summaries.jsonl")
+
+
 def test_resume_after_kill_asks_nobody_twice(tmp_path):
     users = 8
     many_users_dataset(tmp_path, "many", users)

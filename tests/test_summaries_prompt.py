@@ -20,15 +20,22 @@ from recbole_embsum.summaries.prompt import (
 )
 
 
-def test_engagement_is_latest_history_plus_training_clicks(tmp_path):
+def test_engagement_is_the_history_of_the_first_training_row_never_a_click(tmp_path):
     write_dataset(tmp_path)
     engagements = training_engagements(dataset_file(tmp_path, "toy", ".train.inter"))
     assert engagements == {
-        "U1": ["N1", "N2", "N3", "N4"],  # history of the ts=200 row, then its click N4 (N3 already in history)
-        "U2": ["N1"],  # empty history, one click
-        "U3": ["N2", "N5"],  # history of the ts=20 row (N2), then the ts=10 click N5; the N2 click is not repeated
+        "U1": ["N1", "N2"],  # the ts=100 row's history; not the ts=200 row's, which holds the I1 click N3
+        "U2": ["N3"],
+        "U3": ["N2"],  # the ts=10 row; its click N5 is left out
     }
     assert list(engagements) == ["U1", "U2", "U3"]  # order of first training row
+
+
+def test_engagement_tie_goes_to_the_earlier_row_and_an_empty_first_history_is_kept_empty(tmp_path):
+    rows = [("I1", "U1", "N3", 100, "N1", ""), ("I2", "U1", "N4", 100, "N1 N3", ""),
+            ("I3", "U2", "N1", 10, "", ""), ("I4", "U2", "N2", 20, "N1", "")]  # growing histories (Goodreads)
+    write_dataset(tmp_path, rows=rows)
+    assert training_engagements(dataset_file(tmp_path, "toy", ".train.inter")) == {"U1": ["N1"], "U2": []}
 
 
 def test_bad_inter_cell_names_file_line_and_field(tmp_path):

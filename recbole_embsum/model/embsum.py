@@ -22,7 +22,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from transformers.modeling_outputs import BaseModelOutput
 
-from recbole_embsum.summaries.store import load_summaries
+from recbole_embsum.summaries.store import SOURCES, load_summaries
 from recbole_embsum.text.backbone import decoder_logits, load_backbone
 from recbole_embsum.text.items import (build_item_token_table, build_summary_token_table, default_summary_path,
                                        fill_template, item_text_path, load_item_texts)
@@ -137,7 +137,8 @@ class EmbSum(SequentialRecommender):
         elif not os.path.exists(path):
             raise FileNotFoundError(f"summary_path: {path} does not exist")
         # The summarize tool's store: validates every record, tolerates the torn last line of a killed writer.
-        return {user: text.strip() for user, text in load_summaries(path).items() if text.strip()}
+        summaries = load_summaries(path, source=SOURCES["train"])  # warns about summaries that saw training clicks
+        return {user: text.strip() for user, text in summaries.items() if text.strip()}
 
     # ----------------------------------------------------------------------------------------------- encoders
     def _encode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

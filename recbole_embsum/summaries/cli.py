@@ -7,8 +7,10 @@ def register(subparsers):
     """Add the ``summarize`` subcommand; every option's default lives in properties/summaries.yaml."""
     parser = subparsers.add_parser(
         "summarize",
-        help="write <dataset>.summaries.jsonl: one user-interest summary per training user (resumable)",
-        description="Summarise each training user's engaged items into three sentences with an LLM (openai: any "
+        help="write <dataset>.summaries.jsonl: one user-interest summary per training user, from the history "
+        "before the user's first training impression (resumable)",
+        description="Summarise each training user's history before their first training impression (never a "
+        "training click) into three sentences with an LLM (openai: any "
         "OpenAI-compatible server; transformers: a local causal LM) or the offline heuristic. Defaults: "
         "properties/summaries.yaml; --config FILE overrides them; flags override both. A rerun skips users "
         "already answered with the same prompt and retries failed ones.",
@@ -65,6 +67,7 @@ def run(args):
         return 2
     print(f"{report.path}: {report.users} users, {report.cached} cached, {report.asked} asked, "
           f"{len(report.failed)} failed ({report.backend} / {report.model}, {report.seconds:.1f}s)"
+          + (f"; {report.no_history} users skipped: empty history" if report.no_history else "")
           + (f"; {report.no_text} users skipped: none of their items has text" if report.no_text else ""))
     if report.failed:
         print("failed users (rerun the same command to retry them):")

@@ -1,15 +1,18 @@
 """What each user engaged with, read from a converted dataset folder (docs/design.md) with the csv module.
 
-**Definition of a user's engagement** (the input of the summary prompt): the ``item_id_list`` of the user's latest
-training row (largest ``timestamp``; a later row in the file wins a tie), followed by the items the user clicked in
-the training split (rows with ``label > 0``, in ``(timestamp, row)`` order) that are not already in that history.
-Duplicates keep their first position. The result is chronological, oldest first. This covers both ways a converter
-can build histories: a fixed pre-period history (MIND's ``History`` column: the training clicks are appended) and a
-growing one (earlier clicks are already in the latest history, so only the latest click is appended). Valid and test
-rows are never read for it, so training summaries only see what training sees.
+**Training summaries are written from the history before the user's first training impression**
+(:func:`training_engagements`, recorded as ``source: "history-before-first-train-impression"`` in the summaries
+file): the ``item_id_list`` of the user's earliest training row (smallest ``timestamp``; the earlier row in the file
+wins a tie), de-duplicated, chronological (oldest first). A training row's summary is the decoder's target and the
+source of the global user vector while that row's click is scored, so it must not be written from that click or any
+later one: every item it is written from precedes every training impression of the user. For MIND this is the
+behaviors.tsv ``History`` column; for a converter that grows histories row by row (Goodreads) it is the items rated
+before the user's first training row, often none: such users get no summary and train "wo L_sum". Training clicks,
+valid and test rows are never read for it.
 
 For the summary-quality evaluation (paper Table 3), :func:`evaluation_histories` gives the test users who are not in
-the training split their test-time history instead (``recbole-embsum summarize --split test``).
+the training split their test-time history instead (``recbole-embsum summarize --split test``, recorded as
+``source: "history-of-latest-test-impression"``): the history of their latest test row, never its candidates or labels.
 """
 import csv
 import json
@@ -88,13 +91,12 @@ def _float(cell, path, lineno, field):
         raise DatasetFileError(f"{path}, line {lineno}, field '{field}': not a number: {cell!r}") from None
 
 
-def _scan_rows(path):
-    """Stream a ``.inter`` file: ``(latest, clicks)`` with ``latest[user] = (timestamp, row number, history cell)`` of
-    the user's latest row (a later row wins a tie) and ``clicks[user] = [(timestamp, row number, item_id)]`` of
-    rows with ``label > 0``. Users appear in the order of their first row."""
+def _history_cells(path, pick):
+    """Stream a ``.inter`` file: ``{user: history cell}`` of each user's earliest row (``pick="first"``: smallest
+    ``(timestamp, row)``) or latest row (``pick="last"``: largest ``(timestamp, row)``, so a later row wins a tie).
+    Users appear in the order of their first row. Candidates and labels are read only to validate the row."""
     path = Path(path)
-    latest = {}
-    clicks = {}
+    chosen = {}
     csv.field_size_limit(sys.maxsize)  # a token_seq cell can be long
     with open(path, "r", encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
@@ -110,32 +112,21 @@ def _scan_rows(path):
             user = row[col["user_id"]]
             if not user:
                 raise DatasetFileError(f"{path}, line {lineno}, field 'user_id': empty")
-            stamp = _float(row[col["timestamp"]], path, lineno, "timestamp")
-            key = (stamp, lineno)
-            if user not in latest or key >= latest[user][:2]:
-                latest[user] = (stamp, lineno, row[col["item_id_list"]])
-            user_clicks = clicks.setdefault(user, [])
-            if _float(row[col["label"]], path, lineno, "label") > 0:
-                user_clicks.append((stamp, lineno, row[col["item_id"]]))
-    return latest, clicks
+            key = (_float(row[col["timestamp"]], path, lineno, "timestamp"), lineno)
+            _float(row[col["label"]], path, lineno, "label")
+            if user not in chosen or (key < chosen[user][0] if pick == "first" else key >= chosen[user][0]):
+                chosen[user] = (key, row[col["item_id_list"]])
+    return {user: cell for user, (_, cell) in chosen.items()}
 
 
 def training_engagements(train_path):
-    """Stream ``<dataset>.train.inter`` and return ``{user_id: [item_id, ...]}`` (chronological, oldest first).
-
-    Users appear in the order of their first training row. See the module docstring for the exact definition.
-    """
-    latest, clicks = _scan_rows(train_path)
-    engagements = {}
-    for user, (_, _, history_cell) in latest.items():
-        sequence = list(dict.fromkeys(history_cell.split()))  # order-preserving de-duplication
-        seen = set(sequence)
-        for _, _, item in sorted(clicks[user]):
-            if item not in seen:
-                seen.add(item)
-                sequence.append(item)
-        engagements[user] = sequence
-    logger.info("%s: %d training users", train_path, len(engagements))
+    """Stream ``<dataset>.train.inter`` and return ``{user_id: [item_id, ...]}``: the history of each user's earliest
+    training row, de-duplicated, chronological (oldest first); ``[]`` for a user whose first training row has an empty
+    history. Every training user is a key, in the order of their first training row. See the module docstring."""
+    engagements = {user: list(dict.fromkeys(cell.split())) for user, cell in _history_cells(train_path, "first").items()}
+    empty = sum(1 for items in engagements.values() if not items)
+    logger.info("%s: %d training users, %d with an empty history before their first training impression",
+                train_path, len(engagements), empty)
     return engagements
 
 
@@ -146,8 +137,7 @@ def evaluation_histories(inter_path, training_users):
     summary of it sees what the model sees when it scores that row. Users with an empty history are included (with
     ``[]``)."""
     training_users = set(training_users)
-    latest, _ = _scan_rows(inter_path)
-    histories = {user: list(dict.fromkeys(cell.split())) for user, (_, _, cell) in latest.items()
+    histories = {user: list(dict.fromkeys(cell.split())) for user, cell in _history_cells(inter_path, "last").items()
                  if user not in training_users}
     logger.info("%s: %d users not in training", inter_path, len(histories))
     return histories

@@ -1,5 +1,9 @@
 """Summarise every training user of a converted dataset, resumably, into ``<dataset>.summaries.jsonl``.
 
+Each training user's summary is written from the history before their first training impression, never from a
+training click (``history.py``); every record says so in its ``source`` field, and a file written under another rule
+(older versions also read the training clicks) is refused like one made with another prompt.
+
 A user is skipped when the file already holds a record for them with the same prompt hash (the hash covers the exact
 messages, the model and the backend), so a killed run resumes where it stopped and re-asks nothing already answered.
 A file made with another backend, model or prompt is refused, never mixed: start a new file (``output``) or replace
@@ -16,7 +20,7 @@ from tqdm import tqdm
 from .backends import SummaryJob, backend_identity, make_backend
 from .history import dataset_file, evaluation_histories, load_item_texts, training_engagements
 from .prompt import build_messages, domain_for, prompt_hash, recent_first, resolve_template
-from .store import SummaryAppender, check_own_file, load_records, make_record, summaries_path
+from .store import SOURCES, SummaryAppender, check_own_file, load_records, make_record, summaries_path
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class SummaryReport:
     users: int = 0
     cached: int = 0
     asked: int = 0
+    no_history: int = 0  # users with no item before their first training impression (test: in their history)
     no_text: int = 0  # users none of whose items has a line in <dataset>.text.jsonl: nothing to summarise
     failed: dict = field(default_factory=dict)  # user id -> reason
     seconds: float = 0.0
@@ -64,10 +69,19 @@ class _Prompts:
         return SummaryJob(user, messages, items, prompt_hash(messages, self.model, self.backend_name))
 
 
-def _check_not_mixed(path, records, current_hashes, backend_name, model):
-    """Raise :class:`SummaryMismatchError` if ``records`` were made with another backend, model or prompt."""
+def _check_not_mixed(path, records, current_hashes, backend_name, model, source):
+    """Raise :class:`SummaryMismatchError` if ``records`` were made with another backend, model, prompt or history
+    rule (``source``)."""
     hint = ("Summaries made with different prompts or models are not mixed in one file: pass --overwrite to replace "
             "it, or --output NEW_FILE to start a new one.")
+    other_rule = [r for r in records if r.get("source") != source]
+    if other_rule:
+        found = other_rule[0].get("source", "no recorded source: an older summarize, which also read the users' "
+                                            "training clicks, i.e. the training targets")
+        raise SummaryMismatchError(
+            f"{path} holds {len(other_rule)} summaries written from another history ({found}), but this run writes "
+            f"them from the {source.replace('-', ' ')}. {hint}"
+        )
     foreign = [r for r in records if (r["backend"], r["model"]) != (backend_name, model)]
     if foreign:
         first = foreign[0]
@@ -119,20 +133,25 @@ def summarize_dataset(data_path, dataset, options, split="train"):
         job = prompts.job(user, engagements[user])
         if job.items:
             hashes[user] = job.prompt_hash
-    report.no_text = len(users) - len(hashes)
+    report.no_history = sum(1 for user in users if not engagements[user])
+    report.no_text = len(users) - len(hashes) - report.no_history
     users = [user for user in users if user in hashes]
     if path.exists() and options["overwrite"]:
         logger.warning("--overwrite: replacing %s", path)
         os.remove(path)
     check_own_file(path)  # before reading: a file of another program is refused, not taken for a torn write
     records = load_records(path) if path.exists() else []
-    _check_not_mixed(path, records, hashes, backend_name, model)
+    _check_not_mixed(path, records, hashes, backend_name, model, SOURCES[split])
     done = {r["user_id"] for r in records if hashes.get(r["user_id"]) == r["prompt_hash"]}
     report.cached = len(done)
     if prompts.missing_items:
         logger.warning("%d history items have no line in %s.text.jsonl and are left out of the prompts; %d users "
                        "have no item with text and get no summary", len(prompts.missing_items), dataset,
                        report.no_text)
+    if report.no_history:
+        logger.warning("%d of %d users have an empty history %s and get no summary (they train \"wo L_sum\")",
+                       report.no_history, report.users,
+                       "before their first training impression" if split == "train" else "at test time")
     pending = (prompts.job(user, engagements[user]) for user in users if user not in done)
 
     backend = make_backend(backend_name, options, corpus_items=texts.values(), noun=template["noun"])
@@ -146,7 +165,8 @@ def summarize_dataset(data_path, dataset, options, split="train"):
             for answer in backend.run(pending):
                 user = answer.job.user_id
                 if answer.summary is not None:
-                    out.append(make_record(user, answer.summary, backend_name, model, answer.job.prompt_hash))
+                    out.append(make_record(user, answer.summary, backend_name, model, answer.job.prompt_hash,
+                                           SOURCES[split]))
                     report.asked += 1
                     in_a_row = 0
                 else:

@@ -1,11 +1,13 @@
 """The summary cache: `<dataset>.summaries.jsonl`, one JSON object per line.
 
 The first line is the header ``{"format": "recbole-embsum/summaries", "version": 1}``; each further line is
-``{"user_id", "summary", "backend", "model", "prompt_hash"}`` (all strings; ``user_id`` is the raw token from the
-``.inter`` files). Readers also accept files without the header (written before it existed, or by other tools). The
-file is append-only: :class:`SummaryAppender` writes each record as one whole line and flushes + fsyncs it, so a
-killed writer can leave at most a torn *last* line, which readers ignore with a warning and the next appender cuts
-off before writing. Any other malformed line is an error naming the file and the line.
+``{"user_id", "summary", "backend", "model", "prompt_hash", "source"}`` (all strings; ``user_id`` is the raw token
+from the ``.inter`` files). ``source`` names the history rule the summary was written from (:data:`SOURCES`, see
+``history.py``); readers accept records without it (older versions, other tools). Readers also accept files without
+the header (written before it existed, or by other tools). The file is append-only: :class:`SummaryAppender` writes
+each record as one whole line and flushes + fsyncs it, so a killed writer can leave at most a torn *last* line, which
+readers ignore with a warning and the next appender cuts off before writing. Any other malformed line is an error
+naming the file and the line.
 
 An appender changes only a file that is ours (:func:`check_own_file`): one that starts with the header, or, for
 files written before the header existed, one whose every complete line is a summary record (our writer writes whole
@@ -22,6 +24,11 @@ logger = logging.getLogger(__name__)
 
 FIELDS = ("user_id", "summary", "backend", "model", "prompt_hash")
 HEADER = {"format": "recbole-embsum/summaries", "version": 1}
+OPTIONAL_FIELDS = ("source",)
+# The history each split's summaries are written from (summaries/history.py): training summaries only from items
+# engaged with before the user's first training impression (never a training target); test references from the
+# history of the user's latest test impression.
+SOURCES = {"train": "history-before-first-train-impression", "test": "history-of-latest-test-impression"}
 
 
 class SummaryFileError(ValueError):
@@ -35,9 +42,12 @@ def summaries_path(data_path, dataset, split="train"):
     return Path(data_path) / dataset / f"{dataset}{infix}.summaries.jsonl"
 
 
-def make_record(user_id, summary, backend, model, prompt_hash):
-    """A record dict with the fields in file order."""
-    return dict(zip(FIELDS, (user_id, summary, backend, model, prompt_hash)))
+def make_record(user_id, summary, backend, model, prompt_hash, source=None):
+    """A record dict with the fields in file order (``source`` only when given)."""
+    record = dict(zip(FIELDS, (user_id, summary, backend, model, prompt_hash)))
+    if source is not None:
+        record["source"] = source
+    return record
 
 
 def _parse_line(text, path, lineno):
@@ -48,8 +58,10 @@ def _parse_line(text, path, lineno):
         raise SummaryFileError(f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(record, dict):
         raise SummaryFileError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
-    for field in FIELDS:
+    for field in FIELDS + OPTIONAL_FIELDS:
         if field not in record:
+            if field in OPTIONAL_FIELDS:
+                continue
             raise SummaryFileError(f"{path}, line {lineno}: missing field '{field}'")
         if not isinstance(record[field], str):
             raise SummaryFileError(
@@ -94,9 +106,24 @@ def load_records(path):
     return list(iter_records(path))
 
 
-def load_summaries(path):
-    """Read a summaries file into ``{raw user id: summary}``; a later line for the same user wins."""
-    return {record["user_id"]: record["summary"] for record in iter_records(path)}
+def load_summaries(path, source=None):
+    """Read a summaries file into ``{raw user id: summary}``; a later line for the same user wins.
+
+    With ``source`` (one of :data:`SOURCES`), log a warning when records were not written under that rule (older
+    ``summarize`` versions wrote training summaries from the training clicks too, i.e. from the training targets).
+    """
+    summaries, other = {}, {}
+    for record in iter_records(path):
+        summaries[record["user_id"]] = record["summary"]
+        other.pop(record["user_id"], None)
+        if source is not None and record.get("source") != source:
+            other[record["user_id"]] = record.get("source", "not recorded")
+    if other:
+        found = sorted(set(other.values()))
+        logger.warning("%s: %d of %d summaries were not written from the %s (source: %s); rewrite them with "
+                       "`recbole-embsum summarize --overwrite` unless you made them that way yourself",
+                       path, len(other), len(summaries), source.replace("-", " "), ", ".join(found))
+    return summaries
 
 
 def _not_ours(path, reason):
@@ -189,11 +216,13 @@ class SummaryAppender:
             os.fsync(handle.fileno())
 
     def append(self, record):
-        """Write one record (a dict with the five fields) as a single line, durably."""
+        """Write one record (a dict with the five fields, and ``source`` if present) as a single line, durably."""
         missing = [field for field in FIELDS if field not in record]
         if missing:
             raise ValueError(f"summary record lacks field(s) {missing}: {record!r}")
-        self._write((json.dumps({field: record[field] for field in FIELDS}, ensure_ascii=False) + "\n").encode("utf-8"))
+        fields = FIELDS + tuple(field for field in OPTIONAL_FIELDS if field in record)
+        line = json.dumps({field: record[field] for field in fields}, ensure_ascii=False) + "\n"
+        self._write(line.encode("utf-8"))
 
     def _write(self, data):
         view = memoryview(data)
