@@ -39,15 +39,16 @@ setup(
         "recbole_embsum.properties",
         "dataset_converters",
     ],
+    py_modules=["recbole_embsum_cli"],  # the recbole-embsum script: builds its parser without importing torch
     # The top-level properties/ folder is shipped inside the package, so a non-editable install finds the yaml.
     package_dir={"recbole_embsum.properties": "properties"},
-    package_data={"recbole_embsum.properties": ["model/*.yaml", "dataset/*.yaml", "*.yaml"]},
+    package_data={"recbole_embsum.properties": ["model/*.yaml", "dataset/*.yaml", "presets/*.yaml", "*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
     entry_points={
         "console_scripts": [
             "run_recbole = recbole_embsum.quick_start:main",
-            "recbole-embsum = recbole_embsum.cli:main",
+            "recbole-embsum = recbole_embsum_cli:main",
         ]
     },
 )

@@ -1,6 +1,8 @@
 """`recbole-embsum`: the plugin's tools as subcommands (convert, synth, summarize, compare, export, ...).
 
 Each command module exposes ``register(subparsers)`` and sets ``func`` on its parsers; this file only groups them.
+Command modules import only argparse-level code at the top (heavy libraries inside the command), so building the parser
+imports neither torch nor RecBole; RecBole registration happens just before a command runs.
 """
 import argparse
 import importlib
@@ -34,6 +36,9 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import recbole_embsum
+
+    recbole_embsum.register()  # deferred by the console script until a command actually runs
     return args.func(args) or 0
 
 

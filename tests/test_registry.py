@@ -85,4 +85,4 @@ def test_non_editable_wheel_ships_the_yaml(tmp_path):
         next(name for name in names if name.endswith("entry_points.txt"))
     ).decode()
     assert "run_recbole = recbole_embsum.quick_start:main" in entry_points
-    assert "recbole-embsum = recbole_embsum.cli:main" in entry_points
+    assert "recbole-embsum = recbole_embsum_cli:main" in entry_points

@@ -32,8 +32,6 @@ import json
 import os
 import tempfile
 
-from safetensors.torch import save_file
-
 FORMAT = "recbole-embsum/poly-embeddings"
 VERSION = 1
 PLAN_FILE = "plan.json"
@@ -70,6 +68,8 @@ def save_tensors_atomic(path, tensors, metadata=None):
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     os.close(fd)
     try:
+        from safetensors.torch import save_file  # torch: imported only when writing (the CLI's --help reads DTYPES)
+
         save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
