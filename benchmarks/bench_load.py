@@ -1,44 +1,165 @@
 """Time and peak memory of RecBole loading a converted dataset (create_dataset + data_preparation).
 
-Every model, EmbSum included, goes through this before its first step, so it bounds what a machine needs:
-    python benchmarks/bench_convert.py --workdir /tmp/benchconv      # a MIND-small-sized converted dataset
+Every model, EmbSum included, goes through this before its first step, so it bounds what a machine needs. Each
+measurement runs in a fresh process, so its peak RSS is that load's alone (above the interpreter with RecBole
+imported; memory-mapped store pages count while resident).
+
+    # one converted folder (e.g. from benchmarks/bench_convert.py --workdir /tmp/benchconv)
     python benchmarks/bench_load.py --data_path /tmp/benchconv/out --dataset mind [--model Pop]
+    # the growth curve: synthetic MIND at 1/4, 1/2 and 1x MIND-small's size, generated and converted once into
+    # --workdir (kept), loaded in --layout store (default) or inline (the layout before the history store)
+    python benchmarks/bench_load.py --workdir /tmp/benchload [--fractions 0.25,0.5,1] [--layout store]
+    # DDP: N ranks (gloo, CPU) loading the same folder at once; prints each rank's peak and the total
+    python benchmarks/bench_load.py --data_path /tmp/benchconv/out --world_size 4
 """
 import argparse
+import multiprocessing
+import os
 import resource
+import socket
 import time
+
+MIND_SMALL_USERS = 57000  # with 65k news and ~37 candidates: ~160k impressions, ~2.56M rows (bench_convert.py)
+MIND_SMALL_ITEMS = 65000
 
 
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data_path", required=True, help="folder holding <dataset>/ (a converter's --output)")
-    parser.add_argument("--dataset", default="mind")
-    parser.add_argument("--model", default="Pop", help="any model; loading does not depend on its size")
-    args = parser.parse_args()
+def proportional_mib():
+    """This process's proportional set size now (shared pages divided among the processes mapping them)."""
+    try:
+        with open("/proc/self/smaps_rollup", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
-    import recbole_embsum  # noqa: F401  (registers the packaged dataset yaml)
+
+def load(data_path, dataset, model, ddp=None):
+    """create_dataset + data_preparation in this process; returns the measurements as a dict."""
+    import recbole_embsum  # noqa: F401  (registers the packaged dataset yaml and the store hooks)
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
 
     baseline = peak_rss_mib()
-    config = Config(model=args.model, dataset=args.dataset,
-                    config_dict={"data_path": args.data_path, "show_progress": False, "state": "ERROR"})
+    config_dict = {"data_path": data_path, "show_progress": False, "state": "ERROR", **(ddp or {})}
     started = time.perf_counter()
-    dataset = create_dataset(config)
+    config = Config(model=model, dataset=dataset, config_dict=config_dict)
+    dataset_obj = create_dataset(config)
     loaded = time.perf_counter()
-    train, valid, test = data_preparation(config, dataset)
+    train, valid, test = data_preparation(config, dataset_obj)
     prepared = time.perf_counter()
-    rows = len(dataset.inter_feat)
-    peak = peak_rss_mib() - baseline
-    print(f"{args.dataset} ({rows:,} rows: train {len(train.dataset):,}, valid {len(valid.dataset):,}, "
-          f"test {len(test.dataset):,}) for {args.model}")
-    print(f"create_dataset: {loaded - started:.1f} s; data_preparation: {prepared - loaded:.1f} s; "
-          f"{rows / (prepared - started):,.0f} rows/s")
-    print(f"peak RSS above the interpreter with RecBole imported: {peak:,.0f} MiB ({peak * 1024 / rows:.2f} KiB/row)")
+    return {"rows": len(dataset_obj.inter_feat), "train": len(train.dataset), "valid": len(valid.dataset),
+            "test": len(test.dataset), "create_s": loaded - started, "prepare_s": prepared - loaded,
+            "seconds": prepared - started, "peak_mib": peak_rss_mib() - baseline, "pss_mib": proportional_mib()}
+
+
+def _child(queue, *args):
+    queue.put(load(*args))
+
+
+def load_in_child(data_path, dataset, model):
+    context = multiprocessing.get_context("spawn")
+    queue = context.SimpleQueue()
+    child = context.Process(target=_child, args=(queue, data_path, dataset, model))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"loading {data_path} failed (exit code {child.exitcode})")
+    return queue.get()
+
+
+def describe(result, dataset, model):
+    rows = result["rows"]
+    return (f"{dataset} ({rows:,} rows: train {result['train']:,}, valid {result['valid']:,}, test {result['test']:,}) "
+            f"for {model}\ncreate_dataset: {result['create_s']:.1f} s; data_preparation: {result['prepare_s']:.1f} s; "
+            f"{rows / result['seconds']:,.0f} rows/s\npeak RSS above the interpreter with RecBole imported: "
+            f"{result['peak_mib']:,.0f} MiB ({result['peak_mib'] * 1024 / rows:.2f} KiB/row)")
+
+
+# -- growth curve ---------------------------------------------------------------------------------------------------
+def synthetic_folder(workdir, fraction, layout):
+    """`<workdir>/<fraction>/<layout>/mind`, generated and converted unless already there (reused across runs)."""
+    from dataset_converters.impressions import ConvertOptions
+    from dataset_converters.mind import convert_mind
+    from dataset_converters.synth import synth_mind
+
+    base = os.path.join(workdir, f"x{fraction:g}")
+    raw, out = os.path.join(base, "raw"), os.path.join(base, layout)
+    if not os.path.isdir(raw):
+        synth_mind(raw, users=int(MIND_SMALL_USERS * fraction), items=MIND_SMALL_ITEMS, seed=0)
+    if not os.path.isfile(os.path.join(out, "mind", "mind.stats.json")):
+        convert_mind(raw, out, ConvertOptions(name="mind", layout=layout, overwrite=True))
+    return out
+
+
+def growth(workdir, fractions, layout, model):
+    print(f"| size | rows | load s | rows/s | peak MiB | KiB/row |  ({layout} layout, {model})")
+    print("|---|---|---|---|---|---|")
+    results = []
+    for fraction in fractions:
+        data_path = synthetic_folder(workdir, fraction, layout)
+        result = load_in_child(data_path, "mind", model)
+        results.append(result)
+        print(f"| {fraction:g}x MIND-small | {result['rows']:,} | {result['seconds']:.1f} | "
+              f"{result['rows'] / result['seconds']:,.0f} | {result['peak_mib']:,.0f} | "
+              f"{result['peak_mib'] * 1024 / result['rows']:.2f} |", flush=True)
+    first, last = results[0], results[-1]
+    scale = last["rows"] / first["rows"]
+    print(f"from the smallest to the largest size: rows x{scale:.2f}, time x{last['seconds'] / first['seconds']:.2f}, "
+          f"peak memory x{last['peak_mib'] / first['peak_mib']:.2f} (linear growth: both about x{scale:.2f})")
+
+
+# -- DDP ------------------------------------------------------------------------------------------------------------
+def _rank(rank, world_size, port, data_path, dataset, model, queue):
+    ddp = {"nproc": world_size, "world_size": world_size, "local_rank": rank, "offset": 0, "ip": "127.0.0.1",
+           "port": port}
+    queue.put((rank, load(data_path, dataset, model, ddp)))
+
+
+def ranks(data_path, dataset, model, world_size):
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_rank, args=(world_size, port, data_path, dataset, model, queue), nprocs=world_size, join=True)
+    results = dict(queue.get() for _ in range(world_size))
+    for rank in sorted(results):
+        result = results[rank]
+        print(f"rank {rank}: {result['seconds']:.1f} s, peak RSS {result['peak_mib']:,.0f} MiB, "
+              f"PSS after loading {result['pss_mib']:,.0f} MiB")
+    single = load_in_child(data_path, dataset, model)
+    total_peak = sum(r["peak_mib"] for r in results.values())
+    total_pss = sum(r["pss_mib"] for r in results.values())
+    print(f"{world_size} ranks: sum of peak RSS {total_peak:,.0f} MiB (counts shared pages once per rank), sum of "
+          f"PSS after loading {total_pss:,.0f} MiB; one process alone: peak {single['peak_mib']:,.0f} MiB, PSS "
+          f"{single['pss_mib']:,.0f} MiB -> {total_pss / single['pss_mib']:.2f}x one process (PSS)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data_path", help="folder holding <dataset>/ (a converter's --output)")
+    parser.add_argument("--dataset", default="mind")
+    parser.add_argument("--model", default="Pop", help="any model; loading does not depend on its size")
+    parser.add_argument("--workdir", help="growth curve: generate, convert and load synthetic MIND here (kept)")
+    parser.add_argument("--fractions", default="0.25,0.5,1", help="sizes of the growth curve, in MIND-small units")
+    parser.add_argument("--layout", choices=("store", "inline"), default="store", help="layout of the growth curve")
+    parser.add_argument("--world_size", type=int, default=1, help="load in this many DDP ranks at once (gloo, CPU)")
+    args = parser.parse_args()
+    if args.workdir:
+        growth(args.workdir, [float(f) for f in args.fractions.split(",")], args.layout, args.model)
+    elif args.data_path is None:
+        parser.error("give --data_path (one folder) or --workdir (growth curve)")
+    elif args.world_size > 1:
+        ranks(args.data_path, args.dataset, args.model, args.world_size)
+    else:
+        print(describe(load_in_child(args.data_path, args.dataset, args.model), args.dataset, args.model))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import tempfile
 
 # Columns of every `.inter` file, in order (docs/design.md, "The converted dataset folder").
@@ -24,6 +25,9 @@ INTER_FIELDS = (
     ("item_id_list", "token_seq"),
     ("neg_items", "token_seq"),
 )
+# Columns of the `.inter` files of the store layout (format 2): the scalar ones; `item_id_list` and `neg_items` live
+# in `<name>.store/` (dataset_converters/store.py).
+STORE_INTER_FIELDS = INTER_FIELDS[:5]
 # Columns of the `.item` file: only small categorical features; the text lives in `<name>.text.jsonl`.
 ITEM_FIELDS = (
     ("item_id", "token"),
@@ -182,5 +186,8 @@ def prepare_output_dir(output, name, overwrite=False):
             path = os.path.join(folder, name + suffix)
             if os.path.exists(path):
                 os.unlink(path)
+        store = os.path.join(folder, name + ".store")  # the history store (dataset_converters/store.py)
+        if os.path.isdir(store):
+            shutil.rmtree(store)
     os.makedirs(folder, exist_ok=True)
     return folder

@@ -6,6 +6,9 @@
 * `item_id_list`: the history, chronological, the most recent `history_len` items kept.
 * `--empty-history drop` leaves out rows whose history is empty (in train, valid and test; predict keeps them all,
   since every candidate needs a score), counted in the stats either way.
+* Layout (`--layout`): "store" (default, format 2) writes `item_id_list` and `neg_items` once per group of rows that
+  share them into `<name>.store/` (dataset_converters/store.py) and only the scalar columns into the `.inter` files;
+  "inline" (format 1) writes both as token_seq columns of every row, files that RecBole reads without this plugin.
 """
 import dataclasses
 import os
@@ -13,12 +16,14 @@ import random
 import sys
 import zlib
 
-from .atomic import (INTER_FIELDS, ITEM_FIELDS, AtomicTable, JsonlFile, clean_cell, format_float, prepare_output_dir,
+from .atomic import (INTER_FIELDS, ITEM_FIELDS, STORE_INTER_FIELDS, AtomicTable, JsonlFile, clean_cell, format_float, prepare_output_dir,
                      write_json)
 from .reading import BadLineError
 from .stats import DatasetStats, format_table
+from .store import StoreWriter
 
 BENCHMARK_SPLITS = ("train", "valid", "test")
+LAYOUTS = ("store", "inline")
 
 
 @dataclasses.dataclass
@@ -32,10 +37,13 @@ class ConvertOptions:
     skip_bad_lines: bool = False
     overwrite: bool = False
     seed: int = 0
+    layout: str = "store"  # "store" (format 2) or "inline" (format 1)
 
     def __post_init__(self):
         if self.empty_history not in ("keep", "drop"):
             raise ValueError(f"empty_history must be 'keep' or 'drop', got {self.empty_history!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.history_len < 1 or self.max_negatives < 0:
             raise ValueError("history_len must be >= 1 and max_negatives >= 0")
 
@@ -69,6 +77,7 @@ class ImpressionWriter:
     def __enter__(self):
         self._items = AtomicTable(self.path(".item"), ITEM_FIELDS).__enter__()
         self._texts = JsonlFile(self.path(".text.jsonl")).__enter__()
+        self._store = StoreWriter(self.folder, self.options.name) if self.options.layout == "store" else None
         for split in BENCHMARK_SPLITS:
             self._table(split)
             self.stats.split(split)  # report order: train, valid, test (then predict)
@@ -76,11 +85,15 @@ class ImpressionWriter:
 
     def _table(self, split):
         if split not in self._tables:
-            self._tables[split] = AtomicTable(self.path(f".{split}.inter"), INTER_FIELDS).__enter__()
+            fields = STORE_INTER_FIELDS if self._store is not None else INTER_FIELDS
+            self._tables[split] = AtomicTable(self.path(f".{split}.inter"), fields).__enter__()
         return self._tables[split]
 
     def __exit__(self, exc_type, exc, tb):
-        for handle in [self._items, self._texts, *self._tables.values()]:
+        handles = [self._items, self._texts, *self._tables.values()]
+        if self._store is not None:
+            handles.append(self._store)
+        for handle in handles:
             handle.__exit__(exc_type, exc, tb)
         return False
 
@@ -93,8 +106,8 @@ class ImpressionWriter:
         self.stats.add_item(title, abstract, category, subcategory)
 
     # -- rows ----------------------------------------------------------------------------------------------------
-    def _history_cell(self, split, user, history, rows):
-        """The history cell shared by `rows` rows (joined once), or None when they are dropped (empty history)."""
+    def _kept_history(self, split, user, history, rows):
+        """The history kept for `rows` rows (the most recent `history_len`), or None when they are dropped."""
         stats = self.stats.split(split)
         if not history:
             if self.options.empty_history == "drop" and split != "predict":
@@ -104,22 +117,34 @@ class ImpressionWriter:
         self.stats.observe_history(user, len(history))
         kept = history[-self.options.history_len:]
         stats.history_total += len(kept) * rows
-        return " ".join(kept)
+        return kept
+
+    def _group(self, split, history, negatives, rows):
+        """The rows' `item_id_list` and `neg_items` cells: written to the store once (empty cells), or joined."""
+        if self._store is not None:
+            self._store.group(split, history, negatives, rows)
+            return None, None
+        return " ".join(history), " ".join(negatives)
 
     def train_impression(self, impression_id, user, clicks, negatives):
         """Train rows: `clicks` = [(item, timestamp, history)], `negatives` = the impression's non-clicked items."""
         stats = self.stats.split("train")
         table = self._table("train")
-        neg_items = " ".join(sample_negatives(negatives, self.options.max_negatives, impression_id,
-                                              self.options.seed))
-        written = 0
+        neg_items = sample_negatives(negatives, self.options.max_negatives, impression_id, self.options.seed)
+        written, rows, group_history = 0, [], None
         for item, timestamp, history in clicks:
-            history_cell = self._history_cell("train", user, history, 1)
-            if history_cell is None:
+            kept = self._kept_history("train", user, history, 1)
+            if kept is None:
                 continue
-            table.write((impression_id, user, item, "1", format_float(timestamp), history_cell, neg_items))
+            if rows and kept != group_history:  # consecutive clicks with one history share a store group
+                self._write_train_group(table, rows, group_history, neg_items)
+                rows = []
+            group_history = kept
+            rows.append((impression_id, user, item, "1", format_float(timestamp)))
             stats.items.add(item)
             written += 1
+        if rows:
+            self._write_train_group(table, rows, group_history, neg_items)
         if written:
             stats.impressions += 1
             stats.users.add(user)
@@ -128,14 +153,21 @@ class ImpressionWriter:
             stats.negatives += len(negatives)
             stats.items.update(negatives)
 
+    def _write_train_group(self, table, rows, history, negatives):
+        history_cell, negatives_cell = self._group("train", history, negatives, len(rows))
+        for row in rows:
+            table.write(row if history_cell is None else row + (history_cell, negatives_cell))
+
     def eval_impression(self, split, impression_id, user, history, candidates):
         """Valid/test/predict rows: one per candidate; `candidates` = [(item, label, timestamp)]."""
-        history_cell = self._history_cell(split, user, history, len(candidates))
-        if history_cell is None or not candidates:
+        kept = self._kept_history(split, user, history, len(candidates))
+        if kept is None or not candidates:
             return
+        history_cell, _ = self._group(split, kept, (), len(candidates))
         impression_cell, user_cell = clean_cell(impression_id), clean_cell(user)
-        rows = [(impression_cell, user_cell, clean_cell(item), "1" if label else "0", format_float(timestamp),
-                 history_cell, "") for item, label, timestamp in candidates]
+        tail = () if history_cell is None else (history_cell, "")
+        rows = [(impression_cell, user_cell, clean_cell(item), "1" if label else "0", format_float(timestamp)) + tail
+                for item, label, timestamp in candidates]
         self._table(split).write_formatted(rows)
         stats = self.stats.split(split)
         stats.items.update(item for item, _, _ in candidates)
@@ -186,12 +218,16 @@ def add_common_arguments(parser, default_name):
                         help="count and report malformed lines instead of stopping at the first one")
     parser.add_argument("--overwrite", action="store_true", help="replace the converted files in an existing folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the negative sampling (default: %(default)s)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="store",
+                        help="store: histories and negatives once per impression in <name>.store/ (compact, needs "
+                             "recbole-embsum to load); inline: in every .inter row, as plain RecBole reads them "
+                             "(default: %(default)s)")
 
 
 def options_from_args(args):
     return ConvertOptions(name=args.name, history_len=args.history_len, max_negatives=args.max_negatives,
                           empty_history=args.empty_history, skip_bad_lines=args.skip_bad_lines,
-                          overwrite=args.overwrite, seed=args.seed)
+                          overwrite=args.overwrite, seed=args.seed, layout=args.layout)
 
 
 def converter_main(prog, description, add_arguments, argv=None):

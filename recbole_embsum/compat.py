@@ -26,11 +26,15 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API
 
 import recbole.config.configurator  # noqa: E402
 import recbole.data.dataset.dataset  # noqa: E402
+import recbole.data.dataset.sequential_dataset  # noqa: E402
 import recbole.quick_start  # noqa: E402
 import recbole.quick_start.quick_start  # noqa: E402
 import recbole.trainer.trainer  # noqa: E402
 import recbole.utils  # noqa: E402
 import recbole.utils.utils  # noqa: E402
+from recbole.utils import FeatureType  # noqa: E402
+
+from recbole_embsum import compact_store  # noqa: E402
 
 # The packages RecBole's get_model searches, in its own order (recbole/utils/utils.py:get_model).
 MODEL_SUBMODULES = (
@@ -177,26 +181,31 @@ def default_negative_sampling(config):
 _recbole_load_inter_feat = recbole.data.dataset.dataset.Dataset._load_inter_feat
 
 
-def _drop_empty_history_rows(dataset, history_field):
+def _drop_empty_history_rows(dataset, has_history):
     """Remove rows of ``dataset.inter_feat`` with an empty history, keeping ``file_size_list`` consistent."""
-    has_history = dataset.inter_feat[history_field].map(len).to_numpy() > 0
     if dataset.file_size_list is not None:
         bounds = [0]
         for size in dataset.file_size_list:
             bounds.append(bounds[-1] + size)
         dataset.file_size_list = [int(has_history[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
-    dataset.inter_feat = dataset.inter_feat[has_history].reset_index(drop=True)
+    compact_store.keep_rows(dataset, has_history)
     return int((~has_history).sum())
 
 
 @functools.wraps(_recbole_load_inter_feat)
 def _load_inter_feat(dataset, token, dataset_path):
-    _recbole_load_inter_feat(dataset, token, dataset_path)
+    store = compact_store.open_store(dataset_path, token)  # section 8: the compact history store (format 2)
+    if store is not None:
+        compact_store.load_inter_feat(dataset, token, dataset_path, store)
+    else:
+        _recbole_load_inter_feat(dataset, token, dataset_path)
+        _check_inline_history(dataset, token, dataset_path)
     history_field = dataset.config["ITEM_ID_FIELD"] + dataset.config["LIST_SUFFIX"]
-    if history_field not in dataset.inter_feat:
+    if dataset.field2type.get(history_field) != FeatureType.TOKEN_SEQ:
         return
+    has_history = compact_store.history_lengths(dataset) > 0
     if dataset.config["drop_empty_history"]:
-        dropped = _drop_empty_history_rows(dataset, history_field)
+        dropped = _drop_empty_history_rows(dataset, has_history)
         dataset.logger.info(f"drop_empty_history: left out {dropped} rows whose {history_field} is empty")
         return
     from recbole.utils import ModelType
@@ -204,7 +213,7 @@ def _load_inter_feat(dataset, token, dataset_path):
     model_class = dataset.config.model_class  # the class Config resolved (also for a class passed directly)
     if model_class.type != ModelType.SEQUENTIAL or getattr(model_class, "accepts_empty_history", False):
         return
-    empty = int((dataset.inter_feat[history_field].map(len) == 0).sum())
+    empty = int((~has_history).sum())
     if empty:
         raise ValueError(
             f"{empty} rows of dataset '{token}' ({dataset_path}) have an empty {history_field}; "
@@ -312,6 +321,58 @@ def install_click_counting_pop():
     general.Pop = Pop
 
 
+# --- 8. Loading a compact history store (format 2) through RecBole's own Dataset ----------------------------------
+# RecBole reads `item_id_list` / `neg_items` as token_seq columns of every `.inter` row: a MIND-small-sized dataset
+# then takes 6 KiB of memory per candidate row (each row's copy of the history, padded int64, via pandas object
+# columns). A folder converted with a `<name>.store/` keeps them once per impression; these hooks make RecBole's
+# Dataset (and so every model's dataset class) load it and attach both fields to each batch in `join`, where RecBole
+# already attaches user and item features (recbole_embsum/compact_store.py). Without a store, nothing changes.
+_recbole_remap = recbole.data.dataset.dataset.Dataset._remap
+_recbole_change_feat_format = recbole.data.dataset.dataset.Dataset._change_feat_format
+_recbole_join = recbole.data.dataset.dataset.Dataset.join
+_recbole_benchmark_presets = recbole.data.dataset.sequential_dataset.SequentialDataset._benchmark_presets
+
+
+def _check_inline_history(dataset, token, dataset_path):
+    """A folder without a store must carry ``item_id_list`` in its ``.inter`` files if the config loads it."""
+    history_field = dataset.config["ITEM_ID_FIELD"] + dataset.config["LIST_SUFFIX"]
+    load_col, _ = dataset._get_load_and_unload_col("inter")
+    if dataset.benchmark_filename_list is None or (load_col is not None and history_field not in load_col):
+        return
+    if history_field not in dataset.inter_feat:
+        raise ValueError(
+            f"{dataset_path}: the .inter files have no {history_field} column and there is no {token}.store/ "
+            f"folder beside them (an incomplete copy, or files written by another version); convert the raw data "
+            f"again with `recbole-embsum convert ... --overwrite`")
+    dataset.logger.info(f"{dataset_path}: inline layout (item_id_list in every .inter row); converting it again "
+                        f"with this version writes the compact history store, which loads faster in less memory")
+
+
+def _remap(dataset, remap_list):
+    return compact_store.remap(dataset, remap_list, _recbole_remap)
+
+
+def _change_feat_format(dataset):
+    _recbole_change_feat_format(dataset)
+    compact_store.attach_rows(dataset)
+
+
+def _join(dataset, df):
+    return _recbole_join(dataset, compact_store.join(dataset, df))
+
+
+def _benchmark_presets(dataset):
+    return compact_store.benchmark_presets(dataset, _recbole_benchmark_presets)
+
+
+def install_compact_store():
+    dataset_cls = recbole.data.dataset.dataset.Dataset
+    dataset_cls._remap = _remap
+    dataset_cls._change_feat_format = _change_feat_format
+    dataset_cls.join = _join
+    recbole.data.dataset.sequential_dataset.SequentialDataset._benchmark_presets = _benchmark_presets
+
+
 def apply():
     """Install every workaround (idempotent)."""
     disable_anomaly_detection()
@@ -320,3 +381,4 @@ def apply():
     install_checkpoint_loading()
     install_empty_history_handling()
     install_click_counting_pop()
+    install_compact_store()

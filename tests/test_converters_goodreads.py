@@ -52,6 +52,7 @@ def write_goodreads(folder, ratings=RATINGS, genres=None, extra_lines=()):
 
 def convert(raw, out, **options):
     # 8 kept ratings: valid starts at the 5th time (quantile 0.5), test at the 7th (quantile 0.75)
+    options.setdefault("layout", "inline")  # these tests read the rows' item_id_list / neg_items cells
     return convert_goodreads(raw, out, ConvertOptions(name="goodreads", **options), valid_start=0.5, test_start=0.75)
 
 
@@ -123,7 +124,13 @@ def test_cli_overwrite_and_determinism(tmp_path, synth_goodreads_raw, capsys):
     assert "# positive" in capsys.readouterr().out
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
-    first = {n: (tmp_path / "a" / "goodreads" / n).read_bytes() for n in os.listdir(tmp_path / "a" / "goodreads")}
+    folder = tmp_path / "a" / "goodreads"
+
+    def contents():  # every file, the history store's included
+        return {os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), "rb").read()
+                for d, _, names in os.walk(folder) for n in names}
+
+    first = contents()
     assert main(args + ["--overwrite"]) == 0
-    again = {n: (tmp_path / "a" / "goodreads" / n).read_bytes() for n in os.listdir(tmp_path / "a" / "goodreads")}
-    assert first == again and len(first) == 6
+    again = contents()
+    assert first == again and len(first) == 6 + 7 and "goodreads.store/manifest.json" in first

@@ -58,6 +58,7 @@ def read_rows(path):
 
 
 def convert(raw, out, **options):
+    options.setdefault("layout", "inline")  # these tests read the rows' item_id_list / neg_items cells
     return convert_mind(raw, out, ConvertOptions(name="mind", **options))
 
 

@@ -1,7 +1,9 @@
 """The converted synthetic datasets load in RecBole with the packaged dataset yaml, for a baseline and SASRec."""
 import pytest
+import torch
 
 from conftest import GOODREADS_YAML, MIND_YAML
+from dataset_converters.store import open_store
 
 
 def _load(model, data, yaml_path):
@@ -45,16 +47,20 @@ def test_converted_data_loads_with_packaged_yaml(request, model, data_fixture, y
     vocab = dataset.field2id_token["item_id"]
     for field in ("item_id_list", "neg_items"):
         assert dataset.field2id_token[field] is vocab or (dataset.field2id_token[field] == vocab).all()
-    raw_train = open(f"{data_path}/{name}/{name}.train.inter", encoding="utf-8").read().splitlines()[1]
-    cells = raw_train.split("\t")
-    first = dataset.inter_feat[0]
+    # The first train row decodes to its raw item, its history and (up to train_neg_num of) its negatives.
+    store = open_store(f"{data_path}/{name}", name)
+    cells = open(f"{data_path}/{name}/{name}.train.inter", encoding="utf-8").read().splitlines()[1].split("\t")
+    group = store.groups_of_rows("train")[0]
+    first = dataset[torch.tensor([0])]
     assert vocab[first["item_id"].item()] == cells[2]
-    assert [vocab[i] for i in first["neg_items"].tolist() if i] == cells[6].split()
-    assert [vocab[i] for i in first["item_id_list"].tolist() if i] == cells[5].split()
+    assert [vocab[i] for i in first["item_id_list"][0].tolist() if i] == list(store.history_tokens(group))
+    negatives = store.items[store.negatives[store.negative_offsets[group]:store.negative_offsets[group + 1]]]
+    picked = [vocab[i] for i in first["neg_items"][0].tolist() if i]
+    assert len(picked) == min(config["train_neg_num"], len(negatives)) and set(picked) <= set(negatives)
 
 
 def test_empty_history_rows_are_gone_when_dropped(mind_dataset, mind_dataset_no_empty):
     _, dataset, _ = _load("SASRec", mind_dataset_no_empty, MIND_YAML)
     assert dataset.inter_feat["item_length"].min().item() >= 1
     _, kept, _ = _load("Pop", mind_dataset, MIND_YAML)
-    assert (kept.inter_feat["item_id_list"] != 0).sum(dim=1).min().item() == 0
+    assert (kept[:]["item_id_list"] != 0).sum(dim=1).min().item() == 0

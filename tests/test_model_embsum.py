@@ -14,6 +14,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from conftest import MIND_YAML, MODEL_YAML, TINY_EMBSUM
+from dataset_converters.store import open_store
 
 from recbole_embsum.model import EmbSum
 from recbole_embsum.model.losses import IGNORE_INDEX
@@ -49,9 +50,8 @@ def copy_with_summaries(source_root, target_root):
     histories = {}
     with open(os.path.join(folder, "mind.train.inter"), encoding="utf-8") as handle:
         next(handle)
-        for line in handle:
-            cells = line.rstrip("\n").split("\t")
-            histories[cells[1]] = cells[5].split()
+        for line, history in zip(handle, open_store(folder, "mind").row_histories("train")):
+            histories[line.split("\t")[1]] = history.split()
     with open(os.path.join(folder, "mind.summaries.jsonl"), "w", encoding="utf-8") as handle:
         for user in sorted(histories)[::2]:
             topics = sorted({category[item] for item in histories[user]}) or ["nothing yet"]

@@ -89,8 +89,8 @@ def dataset_histories(dataset, model) -> Tuple[List[str], torch.Tensor, torch.Te
     last = order[np.r_[users[order][1:] != users[order][:-1], True]]  # each user's latest row
     last = last[users[last] != 0]
     raw = [str(token) for token in dataset.field2id_token[model.USER_ID][users[last]]]
-    rows = torch.as_tensor(last)
-    return raw, inter[model.ITEM_SEQ][rows], inter[model.ITEM_SEQ_LEN][rows]
+    rows = dataset[torch.as_tensor(last)]  # through Dataset.join, which attaches item_id_list in either data layout
+    return raw, rows[model.ITEM_SEQ], rows[model.ITEM_SEQ_LEN]
 
 
 def file_histories(histories: Dict[str, List[str]], item_index: Dict[str, int],

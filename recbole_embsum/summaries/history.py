@@ -23,6 +23,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dataset_converters.store import open_store
+
 logger = logging.getLogger(__name__)
 
 # Columns this module needs from a `.inter` header (the `name:type` cells of the contract).
@@ -84,6 +86,19 @@ def _column_positions(header, path):
     return {name: names.index(name) for name in _NEEDED_COLUMNS}
 
 
+def _history_cells(path, header):
+    """The ``item_id_list`` cell of each row of ``path`` (``<name>.<split>.inter``), or None when the file carries
+    it as a column; a file of the store layout (no such column) reads it from ``<name>.store/``."""
+    if any(cell.split(":", 1)[0] == "item_id_list" for cell in header):
+        return None
+    name, _, split = path.name[: -len(".inter")].rpartition(".")
+    store = open_store(path.parent, name)
+    if store is None:
+        raise DatasetFileError(f"{path}, line 1: no item_id_list column and no {name}.store/ beside it; convert the "
+                               f"dataset again with `recbole-embsum convert ... --overwrite`")
+    return store.row_histories(split)
+
+
 def _float(cell, path, lineno, field):
     try:
         return float(cell)
@@ -103,10 +118,19 @@ def _history_cells(path, pick):
         header = next(reader, None)
         if header is None:
             raise DatasetFileError(f"{path}: empty file (expected a header line)")
+        histories = _history_cells(path, header)
+        if histories is not None:
+            header = header + ["item_id_list:token_seq"]
         col = _column_positions(header, path)
         width = max(col.values()) + 1
         for row in tqdm(reader, desc=f"reading {path.name}", unit=" rows", mininterval=1.0, leave=False):
             lineno = reader.line_num
+            if histories is not None:
+                cell = next(histories, None)
+                if cell is None:
+                    raise DatasetFileError(f"{path}, line {lineno}: more rows than its history store describes; "
+                                           f"convert the dataset again with `recbole-embsum convert ... --overwrite`")
+                row.append(cell)
             if len(row) < width:
                 raise DatasetFileError(f"{path}, line {lineno}: {len(row)} columns, expected {len(header)}")
             user = row[col["user_id"]]
