@@ -19,7 +19,7 @@ from dataset_converters.goodreads import convert_goodreads
 from dataset_converters.impressions import ConvertOptions
 from dataset_converters.mind import convert_mind
 from dataset_converters.store import FORMAT_VERSION, StoreFormatError, open_store
-from recbole_embsum.model.backbone import tokenizer_cache_dir
+from recbole_embsum.text.backbone import tokenizer_cache_dir
 
 LAYOUTS = ("inline", "store")
 MODELS = ("Pop", "BPR", "SASRec", "GRU4Rec", "BERT4Rec", "EmbSum")

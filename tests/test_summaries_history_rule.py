@@ -5,6 +5,8 @@ import shutil
 
 import pytest
 
+from dataset_converters.store import open_store
+
 from recbole_embsum.cli import main
 from recbole_embsum.summaries import load_records, resolve_options, summarize_dataset
 from recbole_embsum.summaries import pipeline
@@ -13,12 +15,14 @@ from recbole_embsum.summaries.store import SOURCES, SummaryAppender, load_summar
 
 
 def read_rows(path):
-    """[(user, item, label, item_id_list)] of a converted ``.inter`` file."""
+    """[(user, item, label, item_id_list)] of a converted ``.inter`` file (item_id_list from the history store)."""
+    name, _, split = path.name[: -len(".inter")].rpartition(".")
+    histories = open_store(path.parent, name).row_histories(split)
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         names = [cell.split(":")[0] for cell in next(reader)]
-        col = {name: names.index(name) for name in ("user_id", "item_id", "label", "item_id_list")}
-        return [(row[col["user_id"]], row[col["item_id"]], float(row[col["label"]]), row[col["item_id_list"]].split())
+        col = {name: names.index(name) for name in ("user_id", "item_id", "label")}
+        return [(row[col["user_id"]], row[col["item_id"]], float(row[col["label"]]), next(histories).split())
                 for row in reader]
 
 

@@ -86,7 +86,7 @@ def _column_positions(header, path):
     return {name: names.index(name) for name in _NEEDED_COLUMNS}
 
 
-def _history_cells(path, header):
+def _store_history_cells(path, header):
     """The ``item_id_list`` cell of each row of ``path`` (``<name>.<split>.inter``), or None when the file carries
     it as a column; a file of the store layout (no such column) reads it from ``<name>.store/``."""
     if any(cell.split(":", 1)[0] == "item_id_list" for cell in header):
@@ -118,7 +118,7 @@ def _history_cells(path, pick):
         header = next(reader, None)
         if header is None:
             raise DatasetFileError(f"{path}: empty file (expected a header line)")
-        histories = _history_cells(path, header)
+        histories = _store_history_cells(path, header)
         if histories is not None:
             header = header + ["item_id_list:token_seq"]
         col = _column_positions(header, path)
