@@ -13,7 +13,7 @@ same batches as from the inline layout (format 1):
   small store-index -> RecBole-id table is kept;
 * ``item_length`` (SequentialDataset) is a per-row column as before;
 * ``Dataset.join``, which RecBole calls on every batch it builds, materialises ``item_id_list`` [B, W] (0-padded,
-  RecBole ids, the first ``seq_len`` items) and ``neg_items`` [B, K]: up to ``train_neg_num`` of the row's
+  RecBole ids, the most recent ``recent_history_length`` items) and ``neg_items`` [B, K]: up to ``train_neg_num`` of the row's
   negatives, drawn without replacement by a generator seeded with ``seed`` (all of them, in stored order, when the
   row has at most K, or when ``train_neg_num`` is not set and K is the widest row).
 
@@ -62,7 +62,7 @@ class StoreView:
         self.row_groups = row_groups  # int32 [rows]
         self.history_field = history_field  # None when not loaded
         self.negative_field = negative_field
-        self.history_cut = history_cut  # seq_len of item_id_list (RecBole keeps the first seq_len items), or None
+        self.history_cut = history_cut  # most recent items kept (recent_history_length), or None
         self.negative_width = negative_width
         self.history_width = 0
         self.lookup = None  # int64 [store items]: store index -> RecBole item id (set when RecBole remaps)
@@ -74,11 +74,11 @@ class StoreView:
 
     # -- per-group facts ---------------------------------------------------------------------------------------
     def _history_ranges(self, groups):
-        starts = self.store.history_offsets[groups]
-        lengths = self.store.history_offsets[groups + 1] - starts
+        ends = self.store.history_offsets[groups + 1]
+        lengths = ends - self.store.history_offsets[groups]
         if self.history_cut is not None:
             lengths = np.minimum(lengths, self.history_cut)
-        return starts, lengths
+        return ends - lengths, lengths  # the most recent `lengths` items (histories are stored oldest first)
 
     def _negative_ranges(self, groups):
         starts = self.store.negative_offsets[groups]
@@ -132,7 +132,7 @@ class StoreView:
 
     # -- per-batch materialisation ------------------------------------------------------------------------------
     def histories(self, groups):
-        """int64 [B, W]: RecBole ids of each group's history (first ``seq_len`` items), 0-padded at the end."""
+        """int64 [B, W]: RecBole ids of each group's history (its most recent items), 0-padded at the end."""
         starts, lengths = self._history_ranges(groups)
         index, mask = padded_indices(starts, lengths, self.history_width)
         return np.where(mask, self.lookup[self.store.history[index]], 0)
@@ -203,6 +203,15 @@ def _read_scalar_inter(dataset, path):
     return frame
 
 
+def recent_history_length(config):
+    """How many of the most recent history items every row keeps, in both layouts: min(seq_len of item_id_list,
+    MAX_ITEM_LIST_LENGTH), None when neither is set (compat.py, section 9, does the same for the inline layout)."""
+    history_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+    limits = [(config["seq_len"] or {}).get(history_field), config["MAX_ITEM_LIST_LENGTH"]]
+    limits = [int(limit) for limit in limits if limit is not None]
+    return min(limits) if limits else None
+
+
 def load_inter_feat(dataset, token, dataset_path, store):
     """RecBole's ``_load_inter_feat`` for a folder with a store: scalar columns, file sizes and the StoreView."""
     if dataset.benchmark_filename_list is None:
@@ -233,12 +242,11 @@ def load_inter_feat(dataset, token, dataset_path, store):
     history_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
     history_field = history_field if wanted(history_field) else None
     negative_field = NEG_ITEMS_FIELD if wanted(NEG_ITEMS_FIELD) else None
-    seq_len = config["seq_len"] or {}
     distinct = np.unique(row_groups).astype(np.int64)
     negative_counts = np.diff(store.negative_offsets)[distinct] if len(distinct) else np.zeros(0, np.int64)
     widest_negatives = int(negative_counts.max()) if len(negative_counts) else 0
     negative_width = config["train_neg_num"] if config["train_neg_num"] else widest_negatives
-    view = StoreView(store, row_groups, history_field, negative_field, seq_len.get(history_field),
+    view = StoreView(store, row_groups, history_field, negative_field, recent_history_length(config),
                      int(negative_width), config["seed"])
     if history_field is not None:
         lengths = np.diff(store.history_offsets)[distinct] if len(distinct) else np.zeros(0, np.int64)

@@ -51,7 +51,9 @@ EXLIB_MODELS = ("lightgbm", "xgboost")
 # --- 1. Unknown model names ------------------------------------------------------------------------------------------
 # RecBole's get_model tries `recbole.model.<submodule>.<name>` for each submodule; for a name it does not know it
 # reaches `exlib_recommender`, whose __init__ imports lightgbm/xgboost, so a typo surfaces as
-# "ModuleNotFoundError: No module named 'lightgbm'". get_model is bound by name in four modules, all rebound here.
+# "ModuleNotFoundError: No module named 'lightgbm'"; a name in the wrong case ("sasrec") finds the module, then fails
+# with AttributeError. Ours raises UnknownModelError with the closest class names (difflib over RecBole's models and
+# registered ones such as EmbSum). get_model is bound by name in four modules, all rebound here.
 GET_MODEL_BINDINGS = (
     recbole.utils,
     recbole.utils.utils,
@@ -65,37 +67,62 @@ def _model_search_paths(model_name):
     return [f"recbole.model.{submodule}.{model_name.lower()}" for submodule in MODEL_SUBMODULES]
 
 
-def _known_model_names():
-    """Model class names RecBole can find (module files of the searched packages, plus registered aliases)."""
+class UnknownModelError(ValueError):
+    """A model name RecBole cannot find; the message is one line with the closest known names."""
+
+
+def known_model_names():
+    """Class names RecBole's get_model can return: RecBole's models and registered ones (EmbSum), sorted."""
+    import inspect
     import pkgutil
     import sys
 
-    names = set()
+    names = {"LightGBM", "XGBoost"}  # exlib_recommender, whose package needs lightgbm / xgboost to import
     for submodule in MODEL_SUBMODULES[:-1]:
-        package = importlib.import_module(f"recbole.model.{submodule}")
-        names.update(info.name for info in pkgutil.iter_modules(package.__path__))
         prefix = f"recbole.model.{submodule}."
-        names.update(key[len(prefix):] for key in sys.modules if key.startswith(prefix))
-    names.update(EXLIB_MODELS)
+        package = importlib.import_module(prefix[:-1])
+        modules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+        modules.update(key[len(prefix):] for key in sys.modules if key.startswith(prefix))
+        for module_name in modules:
+            try:
+                module = importlib.import_module(prefix + module_name)
+            except ImportError:  # a model whose optional dependency is missing is still not a suggestion
+                continue
+            names.update(attr for attr, value in vars(module).items()
+                         if attr.lower() == module_name and inspect.isclass(value))
     return sorted(names)
+
+
+def unknown_model_message(model_name):
+    """One line: the name is unknown, and the closest known model names (case-insensitive match)."""
+    known = known_model_names()
+    by_lower = {name.lower(): name for name in known}
+    close = [by_lower[name] for name in difflib.get_close_matches(model_name.lower(), list(by_lower), n=3)]
+    if close:
+        hint = "did you mean " + (close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}") + "?"
+    else:
+        hint = f"not one of the {len(known)} models RecBole knows here (its own and EmbSum)"
+    return f"Unknown model '{model_name}': {hint} (model names are case-sensitive)"
+
+
+def check_model_name(model_name):
+    """Raise UnknownModelError unless RecBole's get_model finds a class of exactly this name."""
+    import inspect
+
+    if model_name.lower() in EXLIB_MODELS:
+        return
+    for path in _model_search_paths(model_name)[:-1]:
+        if importlib.util.find_spec(path) is not None:
+            if inspect.isclass(getattr(importlib.import_module(path), model_name, None)):
+                return
+            break  # RecBole's get_model stops at the first module found, then needs the exact class name
+    raise UnknownModelError(unknown_model_message(model_name))
 
 
 @functools.wraps(_recbole_get_model)
 def get_model(model_name):
-    """RecBole's get_model, with a clear error for a name no searched package holds."""
-    if model_name.lower() not in EXLIB_MODELS:
-        found = any(
-            importlib.util.find_spec(path) is not None for path in _model_search_paths(model_name)[:-1]
-        )
-        if not found:
-            close = difflib.get_close_matches(model_name.lower(), _known_model_names(), n=3)
-            hint = f" Did you mean (module names): {', '.join(close)}?" if close else ""
-            raise ValueError(
-                f"Unknown model '{model_name}': RecBole looked for a module in "
-                + ", ".join(_model_search_paths(model_name)[:-1])
-                + " and found none (exlib_recommender holds only LightGBM and XGBoost). "
-                "For EmbSum, `import recbole_embsum` before building the Config." + hint
-            )
+    """RecBole's get_model, with a one-line error and close matches for a name it cannot find."""
+    check_model_name(model_name)
     return _recbole_get_model(model_name)
 
 
@@ -261,46 +288,34 @@ def install_race_free_ensure_dir():
 # training row: (a) it ignores the label, so under RecBole's default train_neg_sample_args (uniform, 1 negative per
 # row, which the pointwise TrainDataLoader appends as label-0 rows) every sampled negative is counted as a click;
 # (b) the update is a fancy-indexed assignment, so an item appearing several times in one batch gains only 1.
-# Our Pop, installed under RecBole's own module and class name (configs saying `model: Pop` keep working), counts
-# label-1 rows with bincount, so every item's score is exactly its number of training clicks; it asks for no sampled
-# negatives (`trains_on_negatives = False`, read by default_negative_sampling above).
-from recbole.model.abstract_recommender import GeneralRecommender  # noqa: E402
-from recbole.utils import InputType, ModelType  # noqa: E402
+# The methods below replace those of RecBole's own Pop class, in place (so `model: Pop`, get_model("Pop") and a
+# `from recbole.model.general_recommender import Pop` made before or after this import all get the fixed class):
+# label-1 rows are counted with bincount, so every item's score is exactly its number of training clicks, and Pop asks
+# for no sampled negatives (`trains_on_negatives = False`, read by default_negative_sampling above).
+from recbole.model.general_recommender.pop import Pop  # noqa: E402
 
-_recbole_pop_module = importlib.import_module("recbole.model.general_recommender.pop")
-_RecBolePop = getattr(_recbole_pop_module, "_recbole_pop", _recbole_pop_module.Pop)
+RECBOLE_POP_METHODS = Pop.__dict__.get("_recbole_methods") or {
+    name: Pop.__dict__[name] for name in ("__init__", "calculate_loss", "predict", "full_sort_predict")
+}
 
 
-class Pop(GeneralRecommender):
-    r"""Popularity: ranks every item by its number of training clicks (rows labelled 1), duplicates included.
+class ClickCountingPop:
+    """The methods installed on RecBole's Pop: rank every item by its number of training clicks (rows labelled 1),
+    duplicates included. ``predict`` and ``full_sort_predict`` return that count itself (RecBole's divide by the
+    maximum count, which changes no ranking); rows without a label field all count as clicks."""
 
-    ``predict`` and ``full_sort_predict`` return that count itself (RecBole's Pop divides by the maximum count, which
-    changes no ranking); rows without a label field (RecBole's label-less datasets) all count as clicks. Same
-    attributes, type and saved state (``item_cnt``, ``max_cnt``) as RecBole's Pop, of which it is a rewrite rather
-    than a subclass (RecBole's ``__init__`` calls ``super(Pop, self)``, which would resolve to this class).
-    """
-
-    input_type = InputType.POINTWISE
-    type = ModelType.TRADITIONAL
     trains_on_negatives = False  # no sampled negatives: they would only be skipped (label 0)
 
     def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+        RECBOLE_POP_METHODS["__init__"](self, config, dataset)
         self.LABEL = config["LABEL_FIELD"]
-        self.item_cnt = torch.zeros(self.n_items, 1, dtype=torch.long, device=self.device)  # [n_items, 1]
-        self.max_cnt = None
-        self.fake_loss = torch.nn.Parameter(torch.zeros(1))  # RecBole's trainer needs one parameter to optimise
-        self.other_parameter_name = ["item_cnt", "max_cnt"]
-
-    def forward(self):
-        pass
 
     def calculate_loss(self, interaction):
         items = interaction[self.ITEM_ID]  # [B]
         if self.LABEL in interaction:
             items = items[interaction[self.LABEL] > 0.5]  # clicks only
         counts = torch.bincount(items, minlength=self.n_items).to(self.item_cnt)  # [n_items], duplicates counted
-        self.item_cnt += counts[:, None]
+        self.item_cnt += counts[:, None]  # item_cnt: [n_items, 1]
         self.max_cnt = torch.max(self.item_cnt, dim=0)[0]
         return torch.nn.Parameter(torch.zeros(1, device=self.device))
 
@@ -313,12 +328,48 @@ class Pop(GeneralRecommender):
 
 
 def install_click_counting_pop():
-    """Put our Pop where RecBole's get_model("Pop") finds it (idempotent)."""
-    import recbole.model.general_recommender as general
+    """Replace RecBole's Pop methods by ClickCountingPop's (idempotent)."""
+    Pop._recbole_methods = RECBOLE_POP_METHODS
+    for name in (*RECBOLE_POP_METHODS, "trains_on_negatives"):
+        setattr(Pop, name, ClickCountingPop.__dict__[name])
+    Pop.__doc__ = ClickCountingPop.__doc__
 
-    _recbole_pop_module._recbole_pop = _RecBolePop
-    _recbole_pop_module.Pop = Pop
-    general.Pop = Pop
+
+# --- 9. RecBole's seq_len keeps the oldest history items; SASRec needs the width <= MAX_ITEM_LIST_LENGTH --------------
+# Dataset._load_feat cuts a token_seq field to `seq[:seq_len]`, the *oldest* items of our chronological histories, and
+# otherwise pads item_id_list to the widest stored history; SASRec's position embedding has MAX_ITEM_LIST_LENGTH rows,
+# so files converted at width 60 read with MAX_ITEM_LIST_LENGTH 20 fail with "IndexError: index out of range in self".
+# Here the history field is cut from the right instead: every model reads the most recent
+# min(seq_len[item_id_list], MAX_ITEM_LIST_LENGTH) items of each stored history, and the padded width is that many.
+# This is the inline layout (format 1); compact_store.StoreView applies the same recent_history_length (format 2).
+_recbole_load_feat = recbole.data.dataset.dataset.Dataset._load_feat
+
+
+@functools.wraps(_recbole_load_feat)
+def _load_feat_recent_history(dataset, filepath, source):
+    config = dataset.config
+    history_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+    keep = compact_store.recent_history_length(config)
+    seq_len = config["seq_len"]
+    if seq_len and history_field in seq_len:  # RecBole must not cut it from the left first
+        config.final_config_dict["seq_len"] = {field: n for field, n in seq_len.items() if field != history_field}
+    try:
+        frame = _recbole_load_feat(dataset, filepath, source)
+    finally:
+        config.final_config_dict["seq_len"] = seq_len
+    if frame is None or history_field not in frame or keep is None:
+        return frame
+    if dataset.field2seqlen[history_field] > keep:
+        frame[history_field] = [history[-keep:] if len(history) > keep else history
+                                for history in frame[history_field].values]
+        dataset.logger.info(f"{os.path.basename(filepath)}: {history_field} keeps the most recent {keep} items "
+                            f"(seq_len / MAX_ITEM_LIST_LENGTH) of histories up to {dataset.field2seqlen[history_field]}")
+        dataset.field2seqlen[history_field] = keep
+    return frame
+
+
+def install_recent_history_cut():
+    recbole.data.dataset.dataset.Dataset._load_feat = _load_feat_recent_history
 
 
 # --- 8. Loading a compact history store (format 2) through RecBole's own Dataset ----------------------------------
@@ -382,3 +433,4 @@ def apply():
     install_empty_history_handling()
     install_click_counting_pop()
     install_compact_store()
+    install_recent_history_cut()

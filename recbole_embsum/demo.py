@@ -28,15 +28,14 @@ SIZES = {
                                         "num_heads": 2, "d_kv": 8}, "summary_max_tokens": 16}},
 }
 # A small offline EmbSum: T5 from scratch with a tokenizer trained on the item texts and summaries, short
-# histories (k = 12 items in sessions of 4) and item texts, so a CPU epoch takes seconds; the learning rate is
-# raised from the paper's 5e-4 since nothing is pretrained.
+# histories (HISTORY_LENGTH items in sessions of 4) and item texts, so a CPU epoch takes seconds; the learning rate
+# is raised from the paper's 5e-4 since nothing is pretrained.
 EMBSUM_CONFIG = {
     "plm_init": "scratch",
     "plm_config": {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 1, "num_heads": 4, "d_kv": 8},
     "tokenizer_vocab_size": 400,
     "upe_codes": 8,
     "cpe_codes": 2,
-    "MAX_ITEM_LIST_LENGTH": 12,
     "session_max_tokens": 96,
     "title_max_tokens": 12,
     "abstract_max_tokens": 12,
@@ -45,6 +44,8 @@ EMBSUM_CONFIG = {
     "train_batch_size": 32,
     "summary_weight": 0.5,  # lambda in Eq. (6), raised from 0.05 so a few epochs teach the decoder to summarise
 }
+# Every model of the table reads the same most recent k items of each history (compare requires one value).
+HISTORY_LENGTH = 12
 BASELINES = {
     "SASRec": {"n_layers": 1, "n_heads": 1, "hidden_size": 32, "inner_size": 64, "learning_rate": 0.002},
     "BPR": {"embedding_size": 32, "learning_rate": 0.002},
@@ -115,7 +116,9 @@ def run_demo(output, quick=False, overwrite=False):
     specs += [compare.RunSpec(name, name, {**config, "epochs": sizes["baseline_epochs"]})
               for name, config in BASELINES.items()]
     results = compare.compare(specs, DATASET, folders["data"], folders["comparison"],
-                              overrides={"drop_empty_history": True, "show_progress": False}, seed=SEED)
+                              overrides={"drop_empty_history": True, "show_progress": False,
+                                         "MAX_ITEM_LIST_LENGTH": HISTORY_LENGTH},
+                              seed=SEED, title="synthetic MIND")
 
     logger.info("5/5 summaries written by the trained EmbSum for test users it never trained on")
     checkpoints = sorted(os.scandir(os.path.join(folders["comparison"], "checkpoints")), key=lambda e: e.name)

@@ -17,7 +17,7 @@ from collections.abc import MutableMapping
 import recbole.quick_start
 
 import recbole_embsum  # noqa: F401  (registration must happen in spawned workers too)
-from recbole_embsum import validation
+from recbole_embsum import compat, validation
 
 run_recbole = recbole.quick_start.run_recbole
 load_data_and_model = recbole.quick_start.load_data_and_model
@@ -83,6 +83,7 @@ def main(argv=None):
     args, _ = build_parser().parse_known_args(argv)
     config_file_list = args.config_files.strip().split() if args.config_files else None
     try:
+        compat.check_model_name(args.model)  # before any data is loaded
         validation.check_config_files(config_file_list)  # before any worker process starts
         validation.check_dataset_name(args.dataset)
         run(
@@ -95,7 +96,7 @@ def main(argv=None):
             port=args.port,
             group_offset=args.group_offset,
         )
-    except validation.ConfigError as err:
+    except (validation.ConfigError, compat.UnknownModelError) as err:
         print(f"run_recbole: error: {err}", file=sys.stderr)
         return 2
     return 0

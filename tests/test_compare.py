@@ -1,6 +1,8 @@
 """`recbole-embsum compare`: same splits for every model, failures reported, files written atomically."""
 import csv
+import statistics
 
+import numpy as np
 import pytest
 from test_metrics_recbole import COLUMNS, tiny_impressions  # noqa: F401  (the tiny converted dataset fixture)
 
@@ -27,27 +29,37 @@ DATASET_SETTINGS = {
 def test_pop_bpr_and_a_failing_model(tiny_impressions, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.chdir(tmp_path)  # RecBole's trainers write log_tensorboard/ in the working directory
     output = tmp_path / "out"
-    specs = compare.model_specs(["Pop", "BPR", "NoSuchModel"])
+    broken = compare.RunSpec("BPR broken", "BPR", {"embedding_size": -1})  # fails when the model is built
+    specs = compare.model_specs(["Pop", "BPR"]) + [broken]
     results = compare.compare(specs, "tiny", str(tiny_impressions), str(output), overrides=DATASET_SETTINGS, seed=7)
 
-    assert [(r.spec.label, r.status) for r in results] == [("Pop", "ok"), ("BPR", "ok"), ("NoSuchModel", "failed")]
-    assert "Unknown model 'NoSuchModel'" in results[2].error
+    assert [(r.spec.label, r.status) for r in results] == [("Pop", "ok"), ("BPR", "ok"), ("BPR broken", "failed")]
+    assert "RuntimeError" in results[2].error
     pop, bpr = results[0], results[1]
     assert list(pop.test_result) == [m.lower() for m in METRICS]
+    assert pop.test_result["logloss"] is None and bpr.test_result["logloss"] is None  # ranking scores
     assert pop.parameters == 1  # Pop's only parameter is its placeholder loss
     assert bpr.parameters == bpr.trainable_parameters > 0
     assert pop.test_seconds > 0 and bpr.train_seconds > 0
+    assert (pop.negatives, bpr.negatives) == ("none (counts clicks)", "uniform sampled (1 per click)")
 
     with open(output / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["model"] for row in rows] == ["Pop", "BPR", "NoSuchModel"]
+    assert [row["model"] for row in rows] == ["Pop", "BPR", "BPR broken"]
     assert float(rows[1]["imp_auc"]) == pytest.approx(bpr.test_result["imp_auc"])
-    assert rows[2]["imp_auc"] == "" and "Unknown model" in rows[2]["error"]
+    assert rows[0]["logloss"] == rows[1]["logloss"] == ""
+    assert rows[2]["imp_auc"] == "" and "RuntimeError" in rows[2]["error"]
     assert {row["seed"] for row in rows} == {"7"}
+    assert rows[1]["train_negatives"] == "uniform sampled (1 per click)"
     markdown = (output / "results.md").read_text()
-    assert "seed 7" in markdown and "| NoSuchModel | failed |" in markdown
+    assert "seed 7" in markdown and "| BPR broken | failed |" in markdown
+    assert "logloss is blank for Pop, BPR: it reads scores as click probabilities" in markdown
+    pop_row = next(line for line in markdown.splitlines() if line.startswith("| Pop | ok |"))
+    assert pop_row.split(" | ")[3] == "" and "none (counts clicks)" in pop_row  # auc, (blank) logloss, ...
     assert (output / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in output.iterdir()) == ["checkpoints", "results.csv", "results.md", "results.png"]
+    assert sorted(p.name for p in output.iterdir()) == ["checkpoints", "results.csv", "results.md", "results.png",
+                                                         "scores"]
+    assert sorted(p.name for p in (output / "scores").iterdir()) == ["BPR.npz", "Pop.npz"]
 
     # Same seed, same splits: a second run reproduces the numbers; existing results are never replaced unasked.
     with pytest.raises(FileExistsError, match="--overwrite"):
@@ -55,17 +67,40 @@ def test_pop_bpr_and_a_failing_model(tiny_impressions, tmp_path, monkeypatch):  
     again = compare.compare(specs[1:2], "tiny", str(tiny_impressions), str(output), overrides=DATASET_SETTINGS,
                             seed=7, overwrite=True)
     assert again[0].test_result == bpr.test_result
+    assert sorted(p.name for p in (output / "scores").iterdir()) == ["BPR.npz"]  # the earlier Pop scores went
+
+
+def test_seeds_give_one_csv_row_per_run_and_mean_and_std_in_the_table(tiny_impressions, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "out"
+    results = compare.compare(compare.model_specs(["BPR", "Pop"]), "tiny", str(tiny_impressions), str(output),
+                              overrides=DATASET_SETTINGS, seed=7, seeds=3)
+    assert [(r.spec.label, r.seed) for r in results] == [("BPR", 7), ("BPR", 8), ("BPR", 9), ("Pop", 7), ("Pop", 8),
+                                                         ("Pop", 9)]
+    with open(output / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    bpr = [float(row["imp_auc"]) for row in rows if row["model"] == "BPR"]
+    assert [row["seed"] for row in rows] == ["7", "8", "9"] * 2 and len(set(bpr)) > 1  # seeds change BPR's start
+    markdown = (output / "results.md").read_text()
+    assert "seeds 7, 8, 9 (mean ± std)" in markdown
+    bpr_row = next(line for line in markdown.splitlines() if line.startswith("| BPR | ok |"))
+    assert f"{statistics.mean(bpr):.4f} ± {statistics.stdev(bpr):.4f}" in bpr_row
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["seed7", "seed8", "seed9"]
+    with np.load(output / "scores" / "BPR.npz") as scores:
+        assert sorted(set(scores["seed"].tolist())) == [7, 8, 9]
+        assert len(scores["score"]) == 3 * len(results[0].scores["score"])
 
 
 def test_cli_prints_the_table_and_fails_when_a_model_fails(tiny_impressions, tmp_path, monkeypatch, capsys):  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    argv = ["compare", "--dataset", "tiny", "--data_path", str(tiny_impressions), "--models", "Pop,Nope",
-            "--output", str(tmp_path / "out")]
-    argv += [f"--{key}={value!r}" for key, value in DATASET_SETTINGS.items()]
+    argv = ["compare", "--dataset", "tiny", "--data_path", str(tiny_impressions), "--models", "Pop,BPR",
+            "--output", str(tmp_path / "out"), "--embedding_size=-1"]  # BPR cannot be built with it; Pop has none
+    argv += [f"--{key}={value!r}" for key, value in DATASET_SETTINGS.items() if key != "embedding_size"]
     assert main(argv) == 1
     table = capsys.readouterr().out
-    assert table.splitlines()[0].startswith("| model | status | auc | logloss | imp_auc |")
-    assert "| Pop | ok |" in table and "| Nope | failed |" in table
+    assert table.splitlines()[0] == "# Comparison: dataset tiny, seed 2020, test split of " + str(tiny_impressions)
+    assert table.splitlines()[2].startswith("| model | status | auc | logloss | imp_auc |")
+    assert "| Pop | ok |" in table and "| BPR | failed |" in table
     assert main(argv) == 2  # results exist: refused
     assert "already holds results.csv, results.md, results.png" in capsys.readouterr().err
 
@@ -88,3 +123,16 @@ def test_overrides_and_model_lists():
         compare.model_specs(["EmbSum"], ablations=True)
     with pytest.raises(ValueError, match="no models"):
         compare.model_specs([])
+
+
+def test_identical_models_are_not_significantly_different_and_a_clear_gap_is():
+    from recbole_embsum.evaluation.significance import paired_comparison
+
+    same = paired_comparison({"a": 0.5, "b": 0.7}, {"a": 0.5, "b": 0.7})
+    assert (same.impressions, same.difference, same.low, same.high, same.p_value, same.significant) == (
+        2, 0.0, 0.0, 0.0, 1.0, False)
+    rng = np.random.default_rng(0)
+    base = {i: float(v) for i, v in enumerate(rng.random(200))}
+    better = {i: v + 0.1 + 0.01 * rng.standard_normal() for i, v in base.items()}
+    gap = paired_comparison(better, base)
+    assert gap.significant and gap.low < 0.1 < gap.high and gap.difference == pytest.approx(0.1, abs=0.01)

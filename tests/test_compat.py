@@ -24,13 +24,26 @@ def test_recbole_alone_reports_a_missing_lightgbm_for_an_unknown_model():
         compat._recbole_get_model("NoSuchModel")
 
 
-def test_unknown_model_error_names_where_recbole_looked_and_close_names():
-    with pytest.raises(ValueError) as error:
-        recbole.utils.get_model("SASRek")
+@pytest.mark.parametrize("typo, suggestion", [("SASRek", "SASRec"), ("sasrec", "SASRec"), ("Embsum", "EmbSum"),
+                                             ("BRP", "BPR"), ("pop", "Pop")])
+def test_unknown_model_error_is_one_line_with_close_class_names(typo, suggestion):
+    with pytest.raises(compat.UnknownModelError) as error:
+        recbole.utils.get_model(typo)
     message = str(error.value)
-    assert "recbole.model.sequential_recommender.sasrek" in message
-    assert "recbole.model.general_recommender.sasrek" in message
-    assert "sasrec" in message.split("Did you mean")[1]
+    assert "\n" not in message and message.startswith(f"Unknown model '{typo}': did you mean ")
+    assert suggestion in message.split("did you mean ")[1].split("?")[0].replace(",", " ").split()
+
+
+def test_recbole_alone_fails_on_a_wrong_case_name_with_an_attribute_error():
+    # Needed: the module sasrec.py is found for "sasrec", then getattr(module, "sasrec") fails.
+    with pytest.raises(AttributeError):
+        compat._recbole_get_model("sasrec")
+
+
+def test_known_model_names_are_class_names_of_recbole_and_ours():
+    names = compat.known_model_names()
+    assert {"SASRec", "GRU4Rec", "BPR", "Pop", "EmbSum", "DeepFM", "LightGBM"} <= set(names)
+    assert "sasrec" not in names
 
 
 def test_every_binding_of_get_model_is_patched_and_known_models_still_resolve():

@@ -1,4 +1,4 @@
-"""Pop ranks by the exact number of training clicks (compat.Pop replaces RecBole's Pop under its own name)."""
+"""Pop ranks by the exact number of training clicks (compat.ClickCountingPop's methods on RecBole's own Pop)."""
 import collections
 import csv
 import os
@@ -8,6 +8,7 @@ import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
+from recbole.model.general_recommender import Pop  # RecBole's own class, imported before recbole_embsum
 from recbole.utils import get_model, get_trainer, init_seed
 
 import recbole_embsum  # noqa: F401  (installs compat.Pop)
@@ -52,18 +53,17 @@ def _batch():
     })
 
 
-def test_recbole_pop_counts_negatives_and_a_batch_duplicate_once(pop_config, monkeypatch):
+def test_recbole_pop_counts_negatives_and_a_batch_duplicate_once(pop_config):
     # Needed while RecBole's Pop ignores the label and updates item_cnt by fancy-indexed assignment.
-    monkeypatch.setattr(compat._recbole_pop_module, "Pop", compat._RecBolePop)  # its __init__ says super(Pop, self)
-    recbole_pop = compat._RecBolePop(pop_config, _Dataset(5))
-    recbole_pop.calculate_loss(_batch())
-    assert recbole_pop.item_cnt[:, 0].tolist() == [0, 0, 1, 1, 0]  # true clicks: item 2 twice, item 3 never
+    pop = Pop(pop_config, _Dataset(5))
+    compat.RECBOLE_POP_METHODS["calculate_loss"](pop, _batch())
+    assert pop.item_cnt[:, 0].tolist() == [0, 0, 1, 1, 0]  # true clicks: item 2 twice, item 3 never
 
 
 def test_our_pop_counts_clicks_exactly_and_scores_by_count(pop_config):
-    assert get_model("Pop") is compat.Pop and pop_config["model"] == "Pop"  # configs saying Pop get ours
+    assert get_model("Pop") is Pop and Pop.calculate_loss is compat.ClickCountingPop.calculate_loss
     assert pop_config["train_neg_sample_args"]["distribution"] == "none"  # no sampled negatives by default
-    pop = compat.Pop(pop_config, _Dataset(5))
+    pop = Pop(pop_config, _Dataset(5))
     pop.calculate_loss(_batch())
     pop.calculate_loss(Interaction({"user_id": torch.tensor([1]), "item_id": torch.tensor([4]),
                                     "label": torch.tensor([1.0])}))

@@ -3,6 +3,7 @@ imports happen inside the commands."""
 import argparse
 import ast
 import logging
+import os
 import sys
 
 
@@ -49,11 +50,18 @@ def register(subparsers):
         subparsers._parser_class = default_class
     parser.add_argument("--dataset", required=True, help="dataset name (folder under --data_path), e.g. mind")
     parser.add_argument("--data_path", required=True, help="folder holding the converted <dataset>/ folder")
-    parser.add_argument("--models", default="", help="comma-separated model names, e.g. EmbSum,SASRec,BPR,Pop")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated model names (default: EmbSum,SASRec,GRU4Rec,BPR,Pop; none with "
+                        "--ablations alone)")
     parser.add_argument("--ablations", action="store_true", help="also run EmbSum's Table 2 ablations")
     parser.add_argument("--config_files", nargs="*", default=None, help="yaml files applied to every model")
     parser.add_argument("--output", required=True, help="folder for results.* and checkpoints/")
     parser.add_argument("--seed", type=int, default=None, help="seed for every model (default 2020)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train every model N times, with seeds seed, seed+1, ...; the table shows mean ± std "
+                        "(default 1)")
+    parser.add_argument("--title", default=None,
+                        help="chart title, e.g. 'MIND-small' or 'synthetic MIND' (default: the dataset name)")
     parser.add_argument("--overwrite", action="store_true", help="replace results.* already in --output")
     parser.set_defaults(func=run_compare)
 
@@ -80,16 +88,21 @@ def run_compare(args):
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seed = compare.DEFAULT_SEED if args.seed is None else args.seed
+    if args.models is None:
+        models = [] if args.ablations else list(compare.DEFAULT_MODELS)
+    else:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
     try:
-        specs = compare.model_specs([m.strip() for m in args.models.split(",") if m.strip()], args.ablations)
+        specs = compare.model_specs(models, args.ablations)
         results = compare.compare(
             specs, args.dataset, args.data_path, args.output, config_file_list=args.config_files,
-            overrides=args.overrides, seed=seed, overwrite=args.overwrite,
+            overrides=args.overrides, seed=seed, overwrite=args.overwrite, seeds=args.seeds, title=args.title,
         )
     except (ValueError, FileExistsError) as error:
         print(f"recbole-embsum compare: error: {error}", file=sys.stderr)
         return 2
-    print(compare.results_markdown(results, compare.metric_columns(results)))
+    with open(os.path.join(args.output, "results.md"), encoding="utf-8") as handle:
+        print(handle.read())
     return 0 if all(result.status == "ok" for result in results) else 1
 
 

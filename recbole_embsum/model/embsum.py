@@ -68,6 +68,7 @@ class EmbSum(SequentialRecommender):
     input_type = InputType.POINTWISE
     loss_names = ("nce", "summary")  # the parts calculate_loss returns, as EmbSumTrainer logs them
     accepts_empty_history = True  # a user without history is represented by the global vector alone (compat.py)
+    training_negatives = "impression"  # K of the impression's own non-clicked items (neg_items), not sampled
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
