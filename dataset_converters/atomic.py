@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import tempfile
 
 # Columns of every `.inter` file, in order (docs/design.md, "The converted dataset folder").
@@ -33,16 +32,6 @@ ITEM_FIELDS = (
     ("item_id", "token"),
     ("category", "token"),
     ("subcategory", "token"),
-)
-# Suffixes of the files a conversion owns; `--overwrite` removes exactly these before writing.
-OUTPUT_SUFFIXES = (
-    ".train.inter",
-    ".valid.inter",
-    ".test.inter",
-    ".predict.inter",
-    ".item",
-    ".text.jsonl",
-    ".stats.json",
 )
 SEQ_SEPARATOR = " "  # RecBole's default `seq_separator`
 _CONTROL_WHITESPACE = re.compile(r"[\t\r\n]")
@@ -90,7 +79,11 @@ class AtomicFile:
         return self._handle
 
     def __exit__(self, exc_type, exc, tb):
-        self._handle.close()
+        try:
+            self._handle.close()  # flushes: may fail, e.g. on a full disk
+        except BaseException:
+            os.unlink(self._tmp_path)
+            raise
         if exc_type is None:
             os.chmod(self._tmp_path, _file_mode())
             os.replace(self._tmp_path, self.path)
@@ -170,24 +163,3 @@ def write_json(path, obj):
     with AtomicFile(path) as handle:
         json.dump(obj, handle, ensure_ascii=False, indent=2, sort_keys=True)
         handle.write("\n")
-
-
-def prepare_output_dir(output, name, overwrite=False):
-    """Returns the dataset folder `<output>/<name>`, created if needed.
-
-    An existing non-empty folder is refused unless `overwrite` is true; then only the files a conversion writes
-    (`<name>` + one of OUTPUT_SUFFIXES) are removed, and anything else in the folder (e.g. summaries) is kept.
-    """
-    folder = os.path.join(os.fspath(output), name)
-    if os.path.isdir(folder) and os.listdir(folder):
-        if not overwrite:
-            raise FileExistsError(f"output folder {folder} already exists and is not empty; pass --overwrite to replace it")
-        for suffix in OUTPUT_SUFFIXES:
-            path = os.path.join(folder, name + suffix)
-            if os.path.exists(path):
-                os.unlink(path)
-        store = os.path.join(folder, name + ".store")  # the history store (dataset_converters/store.py)
-        if os.path.isdir(store):
-            shutil.rmtree(store)
-    os.makedirs(folder, exist_ok=True)
-    return folder

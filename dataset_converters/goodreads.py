@@ -13,15 +13,23 @@ Rules:
   * category = the most-voted genre of the genre file, subcategory = the second (ties by name); without a genre file
     (or for a book missing from it) category = the genre in the books file name (`goodreads_books_poetry.json.gz`
     -> `poetry`, underscores kept) and subcategory is empty.
+  * Subset (the paper's Goodreads has 50K users and 330K books): `max_users` keeps that many users, `max_books` then
+    that many of the books they rated; both are the ids with the smallest `crc32(seed:kind:id)`, so the choice
+    depends only on the ids and the seed, not on file order. Users are counted among those with a rating other than
+    3 or 0; ratings of other users or books are left out (counted).
   * Ratings of books missing from the books files are counted and dropped before anything else.
-  * Time split by global quantiles of the kept ratings' times: train = before the `valid_start` quantile (0.8),
-    valid = up to the `test_start` quantile (0.9), test = the rest.
+  * Time split by global quantiles of the positives' times: train = before the positive at the `valid_start`
+    quantile, valid = up to the one at `test_start`, test = the rest. The defaults 0.54 / 0.75 give positives the
+    proportions of the paper's Table 4 (198,403 / 75,445 / 93,156 = 54% / 21% / 25%).
   * An impression is a user's rated books in one window (impression_id `<window>-<user_id>`). Train: one row per
     positive, whose history is the user's positives strictly earlier in time, `neg_items` drawn from the user's
-    train-window negatives. Valid/test: one row per rated book of the window, history = the user's positives
-    before the window starts.
+    train-window negatives; a user without any there gets `fill_negatives` books they never rated (any rating,
+    3 and 0 included), sampled (impressions.sample_unseen). Valid/test: one row per rated book of the window,
+    history = the user's positives before the window starts.
   * Items: the books referenced by the kept ratings, in books-file order (first occurrence wins).
-The ratings kept (user, time, book, label) are held in memory, grouped by user; books and genres are streamed.
+The ratings kept (user, time, book, label) are held in memory, grouped by user; books and genres are streamed. With
+`max_users`, the interaction files are read twice (first only the user ids), so only the chosen users' ratings are
+held.
 """
 import bisect
 import datetime
@@ -31,6 +39,7 @@ import logging
 import os
 import re
 import sys
+import zlib
 
 from .impressions import ImpressionWriter, add_common_arguments, converter_main, options_from_args, run_conversion
 from .reading import BadLineError, LineErrors, Source
@@ -89,6 +98,8 @@ def _load_json(label, line_no, text):
         record = json.loads(text)
     except json.JSONDecodeError as error:
         raise BadLineError(label, line_no, "(json)", f"not valid JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:
+        raise BadLineError(label, line_no, "(json)", "nested too deeply to be a Goodreads record") from None
     if not isinstance(record, dict):
         raise BadLineError(label, line_no, "(json)", "expected a JSON object")
     return record
@@ -141,19 +152,68 @@ def parse_genres(label, line_no, text):
 
 
 # -- conversion ----------------------------------------------------------------------------------------------------
-def _read_ratings(paths, errors, stats):
-    """`{user: [(timestamp, book, label)]}` in first-appearance order, ratings 3 and 0 dropped (counted)."""
-    by_user = {}
+def select_ids(ids, limit, seed, kind):
+    """The `limit` ids with the smallest `crc32(f"{seed}:{kind}:{id}")` (ties by id), as a set; all when no limit."""
+    ids = set(ids)
+    if limit is None or limit >= len(ids):
+        return ids
+    return set(sorted(ids, key=lambda i: (zlib.crc32(f"{seed}:{kind}:{i}".encode("utf-8")), i))[:limit])
+
+
+def _rated_users(paths, skip_bad_lines):
+    """Users with at least one rating other than 3 or 0 (first pass for `max_users`; bad lines counted later)."""
+    users = set()
+    errors = LineErrors(skip_bad_lines)
+    for path in paths:
+        source = Source(path)
+        for user, _, rating, _ in errors.parse(source, source.lines(f"{os.path.basename(path)} (users)"),
+                                               parse_interaction):
+            if rating not in (0, 3):
+                users.add(user)
+    return users
+
+
+def _read_ratings(paths, errors, stats, users=None):
+    """`({user: [(timestamp, book, label)]}, {user: {books rated 3 or 0}})`, users in first-appearance order.
+
+    Ratings 3 and 0 are dropped (counted) but remembered as engaged-with; `users` (a set) keeps only those users.
+    """
+    by_user, unrated = {}, {}
     dropped = {"rating_3": 0, "rating_0": 0}
+    outside = 0
     for path in paths:
         source = Source(path)
         for user, book, rating, timestamp in errors.parse(source, source.lines(), parse_interaction):
+            if users is not None and user not in users:
+                outside += 1
+                continue
             if rating == 3 or rating == 0:
                 dropped[f"rating_{rating}"] += 1
+                unrated.setdefault(user, set()).add(book)
                 continue
             by_user.setdefault(user, []).append((timestamp, book, rating > 3))
     stats.notes["dropped_ratings"] = dropped
-    return by_user
+    if users is not None:
+        stats.notes["subset"] = {"users": len(users), "ratings_of_other_users": outside}
+    return by_user, unrated
+
+
+def _keep_books(by_user, max_books, seed, stats):
+    """Keeps the ratings of `max_books` of the rated books (select_ids); returns the set of books kept."""
+    needed = {book for records in by_user.values() for _, book, _ in records}
+    if max_books is None:
+        return needed
+    chosen = select_ids(needed, max_books, seed, "book")
+    outside = 0
+    for user in list(by_user):
+        kept = [record for record in by_user[user] if record[1] in chosen]
+        outside += len(by_user[user]) - len(kept)
+        if kept:
+            by_user[user] = kept
+        else:
+            del by_user[user]
+    stats.notes.setdefault("subset", {}).update({"books": len(chosen), "ratings_of_other_books": outside})
+    return chosen
 
 
 def _read_genres(paths, needed, errors):
@@ -183,10 +243,13 @@ def _write_books(paths, needed, genres, errors, writer):
 
 
 def quantile_cuts(timestamps, valid_start, test_start):
-    """The times where valid and test begin: the `valid_start` / `test_start` quantiles of all rating times."""
+    """The times where valid and test begin: the `valid_start` / `test_start` quantiles of the positives' times.
+
+    A share `valid_start` of the positives comes before the first cut (ties at a cut go to the later window).
+    """
     ordered = sorted(timestamps)
     if not ordered:
-        raise ValueError("no ratings left to split (all dropped or unknown)")
+        raise ValueError("no positive ratings (> 3) left to split: all were dropped, unknown or outside the subset")
 
     def at(q):
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -194,8 +257,8 @@ def quantile_cuts(timestamps, valid_start, test_start):
     return at(valid_start), at(test_start)
 
 
-def _write_user(writer, user, records, valid_cut, test_cut):
-    """All rows of one user; `records` = [(timestamp, book, label)] sorted."""
+def _write_user(writer, user, records, valid_cut, test_cut, unrated):
+    """All rows of one user; `records` = [(timestamp, book, label)] sorted; `unrated`: other books they shelved."""
     positives = [(ts, book) for ts, book, label in records if label]
     positive_times = [ts for ts, _ in positives]
     positive_books = [book for _, book in positives]
@@ -204,9 +267,10 @@ def _write_user(writer, user, records, valid_cut, test_cut):
         clicks = [(book, ts, positive_books[:bisect.bisect_left(positive_times, ts)])
                   for ts, book, label in train if label]
         if clicks:
-            writer.train_impression(f"train-{user}", user, clicks, [book for _, book, label in train if not label])
+            writer.train_impression(f"train-{user}", user, clicks, [book for _, book, label in train if not label],
+                                    seen=[book for _, book, _ in records] + sorted(unrated))
         else:
-            writer.drop_impression("train")
+            writer.drop_impression("train", "no positive rating in the train window (only negatives)")
     for window, start, end in (("valid", valid_cut, test_cut), ("test", test_cut, float("inf"))):
         candidates = [(book, label, ts) for ts, book, label in records if start <= ts < end]
         if candidates:
@@ -214,16 +278,24 @@ def _write_user(writer, user, records, valid_cut, test_cut):
             writer.eval_impression(window, f"{window}-{user}", user, history, candidates)
 
 
-def convert_goodreads(input_dir, output, options, valid_start=0.8, test_start=0.9):
+def convert_goodreads(input_dir, output, options, valid_start=0.54, test_start=0.75, max_users=None,
+                      max_books=None):
     """Converts a Goodreads folder into `<output>/<options.name>/`; returns the stats report (also written as JSON)."""
     if not 0.0 < valid_start <= test_start < 1.0:
-        raise ValueError(f"need 0 < valid_start <= test_start < 1, got {valid_start}, {test_start}")
+        raise ValueError(f"need 0 < --valid-start <= --test-start < 1, got {valid_start}, {test_start}")
+    for flag, value in (("--max-users", max_users), ("--max-books", max_books)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
     interaction_paths, book_paths, genre_paths = find_files(input_dir)
     errors = LineErrors(options.skip_bad_lines)
     with ImpressionWriter(output, options, source="goodreads") as writer:
         stats = writer.stats
-        by_user = _read_ratings(interaction_paths, errors, stats)
-        needed = {book for records in by_user.values() for _, book, _ in records}
+        users = None
+        if max_users is not None:
+            users = select_ids(_rated_users(interaction_paths, options.skip_bad_lines), max_users, options.seed,
+                               "user")
+        by_user, unrated = _read_ratings(interaction_paths, errors, stats, users)
+        needed = _keep_books(by_user, max_books, options.seed, stats)
         genres = _read_genres(genre_paths, needed, errors)
         known = _write_books(book_paths, needed, genres, errors, writer)
         for user, records in by_user.items():
@@ -234,32 +306,42 @@ def convert_goodreads(input_dir, output, options, valid_start=0.8, test_start=0.
                 else:
                     stats.unknown.add("interaction", record[1])
             records[:] = sorted(kept)
-        valid_cut, test_cut = quantile_cuts((ts for records in by_user.values() for ts, _, _ in records),
+        valid_cut, test_cut = quantile_cuts((ts for records in by_user.values() for ts, _, label in records if label),
                                             valid_start, test_start)
-        stats.notes["split_rule"] = (f"train < {valid_start} quantile of rating times <= valid < {test_start} "
-                                     f"quantile <= test")
+        stats.notes["split_rule"] = (f"train < positive at the {valid_start} quantile of positive rating times <= "
+                                     f"valid < positive at the {test_start} quantile <= test")
         stats.notes["valid_start"] = datetime.datetime.fromtimestamp(valid_cut, _UTC).isoformat()
         stats.notes["test_start"] = datetime.datetime.fromtimestamp(test_cut, _UTC).isoformat()
         for user, records in by_user.items():
             if records:
-                _write_user(writer, user, records, valid_cut, test_cut)
-        report = writer.finish(errors.summary())
+                _write_user(writer, user, records, valid_cut, test_cut, unrated.get(user, ()))
+        files = ", ".join(interaction_paths)
+        report = writer.finish(errors.summary(), {"items": ", ".join(book_paths), "train": files, "valid": files,
+                                                  "test": files})
     return report
 
 
 def add_arguments(parser):
     """Flags of `convert goodreads` (also `python -m dataset_converters.goodreads`)."""
     add_common_arguments(parser, default_name="goodreads")
-    parser.add_argument("--valid-start", type=float, default=0.8,
-                        help="quantile of rating times where the valid window starts (default: %(default)s)")
-    parser.add_argument("--test-start", type=float, default=0.9,
-                        help="quantile of rating times where the test window starts (default: %(default)s)")
+    parser.add_argument("--valid-start", type=float, default=0.54,
+                        help="quantile of positive rating times where the valid window starts; 0.54 and 0.75 give "
+                             "the paper's 54%%/21%%/25%% of positives (default: %(default)s)")
+    parser.add_argument("--test-start", type=float, default=0.75,
+                        help="quantile of positive rating times where the test window starts (default: %(default)s)")
+    parser.add_argument("--max-users", type=int, default=None,
+                        help="keep this many users, chosen by a seeded hash of the id (the paper: 50000; "
+                             "default: all)")
+    parser.add_argument("--max-books", type=int, default=None,
+                        help="then keep this many of their books, chosen the same way (the paper: 330000; "
+                             "default: all)")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    return run_conversion(lambda: convert_goodreads(args.input, args.output, options_from_args(args), args.valid_start, args.test_start),
-                          os.path.join(args.output, args.name))
+    return run_conversion(lambda: convert_goodreads(args.input, args.output, options_from_args(args), args.valid_start,
+                                                    args.test_start, args.max_users, args.max_books),
+                          args.output, args.name)
 
 
 def main(argv=None):

@@ -9,17 +9,25 @@
 * Layout (`--layout`): "store" (default, format 2) writes `item_id_list` and `neg_items` once per group of rows that
   share them into `<name>.store/` (dataset_converters/store.py) and only the scalar columns into the `.inter` files;
   "inline" (format 1) writes both as token_seq columns of every row, files that RecBole reads without this plugin.
+* A training impression without any non-clicked item would add a zero to the NCE mean (Eq. (5) has nothing to
+  contrast the click with): it gets `fill_negatives` items the user never engaged with (`sample_unseen`: uniform over
+  the catalogue, deterministic per seed and impression id), counted in the stats as `sampled_negative_impressions`.
+* Every split of train/valid/test must end with rows; an input that leaves one empty (an empty file, every id
+  unknown) stops the conversion with the counts, before anything is written.
 """
 import dataclasses
+import errno
 import os
 import random
 import sys
 import zlib
 
-from .atomic import (INTER_FIELDS, ITEM_FIELDS, STORE_INTER_FIELDS, AtomicTable, JsonlFile, clean_cell, format_float, prepare_output_dir,
-                     write_json)
+from .atomic import (INTER_FIELDS, ITEM_FIELDS, STORE_INTER_FIELDS, AtomicFile, AtomicTable, JsonlFile, clean_cell,
+                     format_float, write_json)
 from .reading import BadLineError
-from .stats import DatasetStats, format_table
+from .recbole_yaml import dataset_yaml_text
+from .staging import StagedFolder, check_name
+from .stats import DatasetStats, drop_warnings, format_table
 from .store import StoreWriter
 
 BENCHMARK_SPLITS = ("train", "valid", "test")
@@ -38,14 +46,16 @@ class ConvertOptions:
     overwrite: bool = False
     seed: int = 0
     layout: str = "store"  # "store" (format 2) or "inline" (format 1)
+    fill_negatives: int = 10
 
     def __post_init__(self):
+        check_name(self.name)
         if self.empty_history not in ("keep", "drop"):
             raise ValueError(f"empty_history must be 'keep' or 'drop', got {self.empty_history!r}")
         if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.history_len < 1 or self.max_negatives < 0:
-            raise ValueError("history_len must be >= 1 and max_negatives >= 0")
+            raise ValueError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.history_len < 1 or self.max_negatives < 0 or self.fill_negatives < 0:
+            raise ValueError("--history-len must be >= 1, --max-negatives and --fill-negatives >= 0")
 
 
 def sample_negatives(negatives, k, key, seed=0):
@@ -57,49 +67,94 @@ def sample_negatives(negatives, k, key, seed=0):
     return [negatives[i] for i in chosen]
 
 
-class ImpressionWriter:
-    """Owns one output folder: the split `.inter` files, `.item`, `.text.jsonl` and the stats report.
+def sample_unseen(catalogue, seen, k, key, seed=0):
+    """At most `k` distinct items of `catalogue` (a list) not in `seen`, uniform; depends only on `(seed, key)`.
 
-    Use as a context manager; files appear (atomically) when the block ends without an exception.
+    Rejection sampling with a bounded number of draws, so a user who has seen nearly everything gets fewer.
+    """
+    rng = random.Random(zlib.crc32(f"{seed}:unseen:{key}".encode("utf-8")))
+    chosen, picked = [], set()
+    for _ in range(20 * k):
+        if len(chosen) == k or not catalogue:
+            break
+        item = catalogue[rng.randrange(len(catalogue))]
+        if item not in seen and item not in picked:
+            picked.add(item)
+            chosen.append(item)
+    return chosen
+
+
+class ImpressionWriter:
+    """Owns one output folder: the split `.inter` files, `.item`, `.text.jsonl`, `<name>.yaml` and the stats report.
+
+    Use as a context manager. Everything is written into a staging folder (`staging.StagedFolder`) that replaces
+    `<output>/<name>/` only when the block ends without an exception; until then an existing dataset is untouched.
     """
 
     def __init__(self, output, options, source):
         self.options = options
-        self.folder = prepare_output_dir(output, options.name, options.overwrite)
+        self.source = source
+        self.output = os.fspath(output)
+        self._stage = StagedFolder(output, options.name, options.overwrite)
+        self.folder = self._stage.path
         recorded = dataclasses.asdict(options)
         del recorded["overwrite"]  # not a property of the output: same input + options -> same bytes
         self.stats = DatasetStats(source, recorded)
         self._tables = {}
+        self._handles = []
+        self._catalogue = []  # item ids in written order: the pool of sampled negatives
 
     def path(self, suffix):
         return os.path.join(self.folder, self.options.name + suffix)
 
     def __enter__(self):
-        self._items = AtomicTable(self.path(".item"), ITEM_FIELDS).__enter__()
-        self._texts = JsonlFile(self.path(".text.jsonl")).__enter__()
-        self._store = StoreWriter(self.folder, self.options.name) if self.options.layout == "store" else None
-        for split in BENCHMARK_SPLITS:
-            self._table(split)
-            self.stats.split(split)  # report order: train, valid, test (then predict)
+        self._stage.__enter__()
+        try:
+            self._items = self._open(AtomicTable(self.path(".item"), ITEM_FIELDS))
+            self._texts = self._open(JsonlFile(self.path(".text.jsonl")))
+            self._store = self._open(StoreWriter(self.folder, self.options.name)) \
+                if self.options.layout == "store" else None
+            for split in BENCHMARK_SPLITS:
+                self._table(split)
+                self.stats.split(split)  # report order: train, valid, test (then predict)
+        except BaseException as error:
+            self.__exit__(type(error), error, error.__traceback__)
+            raise
         return self
+
+    def _open(self, handle):
+        handle.__enter__()
+        self._handles.append(handle)
+        return handle
 
     def _table(self, split):
         if split not in self._tables:
             fields = STORE_INTER_FIELDS if self._store is not None else INTER_FIELDS
-            self._tables[split] = AtomicTable(self.path(f".{split}.inter"), fields).__enter__()
+            self._tables[split] = self._open(AtomicTable(self.path(f".{split}.inter"), fields))
         return self._tables[split]
 
     def __exit__(self, exc_type, exc, tb):
-        handles = [self._items, self._texts, *self._tables.values()]
-        if self._store is not None:
-            handles.append(self._store)
-        for handle in handles:
-            handle.__exit__(exc_type, exc, tb)
+        error = exc
+        for handle in self._handles:  # all of them, even after one fails (e.g. a full disk while flushing)
+            try:
+                handle.__exit__(type(error) if error else None, error, None)
+            except Exception as close_error:  # noqa: PERF203
+                error = error or close_error
+        try:
+            if error is None:
+                self._stage.commit()
+        except Exception as commit_error:
+            error = commit_error
+        finally:
+            self._stage.__exit__(type(error) if error else None, error, None)
+        if error is not None and error is not exc:
+            raise error
         return False
 
     # -- items ---------------------------------------------------------------------------------------------------
     def item(self, item_id, title, abstract, category, subcategory):
         """One item: categorical features to `.item`, exact text to `.text.jsonl`."""
+        self._catalogue.append(item_id)
         self._items.write((item_id, category, subcategory))
         self._texts.write({"item_id": item_id, "title": title, "abstract": abstract,
                            "category": category, "subcategory": subcategory})
@@ -126,11 +181,22 @@ class ImpressionWriter:
             return None, None
         return " ".join(history), " ".join(negatives)
 
-    def train_impression(self, impression_id, user, clicks, negatives):
-        """Train rows: `clicks` = [(item, timestamp, history)], `negatives` = the impression's non-clicked items."""
+    def train_impression(self, impression_id, user, clicks, negatives, seen=()):
+        """Train rows: `clicks` = [(item, timestamp, history)], `negatives` = the impression's non-clicked items.
+
+        `seen`: the items the user engaged with (clicked, rated, or in the history), which sampled negatives avoid.
+        """
         stats = self.stats.split("train")
+        stats.read += 1
         table = self._table("train")
-        neg_items = sample_negatives(negatives, self.options.max_negatives, impression_id, self.options.seed)
+        sampled = []
+        if not negatives and self.options.fill_negatives:
+            excluded = set(seen)
+            excluded.update(x for item, _, history in clicks for x in (item, *history))
+            sampled = sample_unseen(self._catalogue, excluded, self.options.fill_negatives, impression_id,
+                                    self.options.seed)
+        neg_items = sample_negatives(negatives, self.options.max_negatives, impression_id, self.options.seed) \
+            if negatives else sampled
         written, rows, group_history = 0, [], None
         for item, timestamp, history in clicks:
             kept = self._kept_history("train", user, history, 1)
@@ -152,6 +218,9 @@ class ImpressionWriter:
             stats.positives += written
             stats.negatives += len(negatives)
             stats.items.update(negatives)
+            if sampled:
+                stats.sampled_negative_impressions += 1
+                stats.sampled_negatives += len(sampled)
 
     def _write_train_group(self, table, rows, history, negatives):
         history_cell, negatives_cell = self._group("train", history, negatives, len(rows))
@@ -160,6 +229,7 @@ class ImpressionWriter:
 
     def eval_impression(self, split, impression_id, user, history, candidates):
         """Valid/test/predict rows: one per candidate; `candidates` = [(item, label, timestamp)]."""
+        self.stats.split(split).read += 1
         kept = self._kept_history(split, user, history, len(candidates))
         if kept is None or not candidates:
             return
@@ -178,28 +248,67 @@ class ImpressionWriter:
         stats.users.add(user)
         stats.rows += len(candidates)
 
-    def drop_impression(self, split):
-        """Counts an impression that yields no row: no candidate (or, in train, no click) is left after unknown ids."""
-        self.stats.split(split).dropped_impressions += 1
+    def drop_impression(self, split, reason):
+        """Counts an impression that yields no row, with the reason (e.g. no candidate left after unknown ids)."""
+        stats = self.stats.split(split)
+        stats.read += 1
+        stats.dropped_impressions += 1
+        stats.dropped_reasons[reason] += 1
 
     # -- report --------------------------------------------------------------------------------------------------
-    def finish(self, bad_lines):
-        """Writes `<name>.stats.json`; returns the report dict."""
+    def finish(self, bad_lines, inputs):
+        """Checks that every benchmark split has rows, writes `<name>.stats.json` and `<name>.yaml`; returns the report.
+
+        `inputs`: `{split: description of the input read for it}`, named when a split ends up empty.
+        """
         self.stats.bad_lines = bad_lines
+        if not self._catalogue:
+            raise ValueError(f"no items were read from {inputs['items']}: nothing to convert (empty file, or every "
+                             f"line skipped as bad)")
+        for split in BENCHMARK_SPLITS:
+            stats = self.stats.split(split)
+            if not stats.rows:
+                raise ValueError(f"no {split} rows left from {inputs[split]} ({stats.read} impressions read, "
+                                 f"{stats.dropped_impressions} dropped, "
+                                 f"{stats.dropped_empty_history} rows dropped for an empty history); RecBole cannot "
+                                 f"train or evaluate on an empty split: check the input files and options")
         report = self.stats.to_dict()
         write_json(self.path(".stats.json"), report)
-        return report
+        with AtomicFile(self.path(".yaml")) as handle:
+            handle.write(dataset_yaml_text(self.source, self.options.name, self.options.history_len))
+        return {**report, "removed_leftovers": list(self._stage.removed)}  # for the console, not the stats file
 
 
-def run_conversion(convert, folder):
-    """Runs `convert()` for a CLI: prints the stats table, or one error line (exit status 2) for bad input."""
+def _os_error_line(error, output):
+    """One line for an operating-system error: which path, what went wrong, what to do."""
+    where = error.filename or output
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device while writing under {output}: free some space or choose another "
+                f"--output (the partial dataset was removed; an existing one is unchanged)")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}: permission denied (or read-only file system); choose a writable --output or fix its permissions"
+    if error.errno == errno.ENOTDIR:
+        return error.strerror if str(error.strerror).startswith("--output") else (
+            f"{where}: a part of this path is a file, not a folder; choose a folder for --output")
+    return f"{where}: {error.strerror or error}"
+
+
+def run_conversion(convert, output, name):
+    """Runs `convert()` for a CLI: prints the stats table and any large drop, or one error line (exit status 2)."""
     try:
         report = convert()
     except (FileExistsError, FileNotFoundError, BadLineError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"error: {_os_error_line(error, output)}", file=sys.stderr)
+        return 2
     print(format_table(report))
-    print(f"written to {folder}")
+    for path in report.get("removed_leftovers", ()):
+        print(f"warning: removed {path}, left by an interrupted conversion", file=sys.stderr)
+    for line in drop_warnings(report):
+        print(f"warning: {line}", file=sys.stderr)
+    print(f"written to {os.path.join(output, name)}")
     return 0
 
 
@@ -222,12 +331,16 @@ def add_common_arguments(parser, default_name):
                         help="store: histories and negatives once per impression in <name>.store/ (compact, needs "
                              "recbole-embsum to load); inline: in every .inter row, as plain RecBole reads them "
                              "(default: %(default)s)")
+    parser.add_argument("--fill-negatives", type=int, default=10,
+                        help="a training impression without any non-clicked item gets this many negatives sampled "
+                             "from items the user never engaged with; 0 leaves it without (default: %(default)s)")
 
 
 def options_from_args(args):
     return ConvertOptions(name=args.name, history_len=args.history_len, max_negatives=args.max_negatives,
                           empty_history=args.empty_history, skip_bad_lines=args.skip_bad_lines,
-                          overwrite=args.overwrite, seed=args.seed, layout=args.layout)
+                          overwrite=args.overwrite, seed=args.seed, layout=args.layout,
+                          fill_negatives=args.fill_negatives)
 
 
 def converter_main(prog, description, add_arguments, argv=None):

@@ -10,9 +10,13 @@ impressions `N1-1 N2-0`; the MIND-large test split has bare ids and no labels).
 
 Rules:
   * MIND train -> `<name>.train.inter`; MIND dev -> `<name>.valid.inter` or `<name>.test.inter`: an impression goes to
-    valid when `crc32(impression_id) mod 10000 < valid_fraction * 10000` (default 0.5), else to test;
+    valid when `crc32(key) mod 10000 < valid_fraction * 10000` (default 0.1, the paper's Table 4: 10,775 of MIND-small
+    dev's 111,383 positives are in its dev set), else to test; the key is the raw impression id (`valid_by
+    impression`, the default), or the user id (`valid_by user`: valid and test users do not overlap);
     MIND test -> `<name>.predict.inter` (label 0).
-  * `impression_id` in the output is `<raw split>-<raw id>` (e.g. `dev-17`): raw ids repeat across splits.
+  * `impression_id` in the output is `<raw split>-<raw id>` (e.g. `dev-17`): raw ids repeat across splits, never
+    within one file: a repeated id stops the conversion with the file and line (a bad line for `--skip-bad-lines`),
+    since merging two impressions would be wrong and renaming one would break the link to the raw id.
   * `timestamp` = the behaviors time read as UTC, in Unix seconds.
   * `item_id_list` = the behaviors History column (oldest first), the most recent `history_len` kept.
   * Ids missing from every news.tsv are counted in the stats and dropped: from a history, the id is removed; from an
@@ -26,11 +30,10 @@ import logging
 import os
 import re
 import sys
-import zipfile
 import zlib
 
 from .impressions import ImpressionWriter, add_common_arguments, converter_main, options_from_args, run_conversion
-from .reading import BadLineError, LineErrors, Source, split_columns
+from .reading import BadLineError, LineErrors, Source, open_zip, split_columns
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +41,17 @@ NEWS_COLUMNS = ("news_id", "category", "subcategory", "title", "abstract", "url"
                 "abstract_entities")
 BEHAVIOR_COLUMNS = ("impression_id", "user_id", "time", "history", "impressions")
 RAW_SPLITS = ("train", "dev", "test")
+VALID_BY = ("impression", "user")
+# Why an impression writes no row (stats `dropped_reasons`).
+UNKNOWN_CLICKS = "no click left after removing ids missing from news.tsv"
+UNKNOWN_CANDIDATES = "no candidate left after removing ids missing from news.tsv"
 _SPLIT_NAME = re.compile(r"^MIND(?P<variant>[A-Za-z0-9]+)_(?P<split>train|dev|test)(?P<zip>\.zip)?$")
 _UTC = datetime.timezone.utc
 
 
 # -- finding the files ---------------------------------------------------------------------------------------------
 def _zip_member(path, basename):
-    with zipfile.ZipFile(path) as archive:
+    with open_zip(path) as archive:
         members = [m for m in archive.namelist() if os.path.basename(m) == basename]
     if len(members) != 1:
         raise FileNotFoundError(f"{path}: expected exactly one member named {basename}, found {members}")
@@ -71,10 +78,16 @@ def find_splits(input_dir, variant=None):
     variants = sorted({v for v, _ in found})
     if variant is not None:
         variants = [v for v in variants if v == variant]
+    if not variants:
+        where = f" for --variant {variant}" if variant is not None else ""
+        raise FileNotFoundError(
+            f"{input_dir}: no MIND files found{where}; looked for MIND<variant>_train/ and MIND<variant>_dev/ folders "
+            f"(or .zip files, e.g. MINDsmall_train.zip) or train/ and dev/ folders, each with news.tsv and "
+            f"behaviors.tsv")
     if len(variants) != 1:
         raise FileNotFoundError(
-            f"{input_dir}: expected one MIND layout (MIND<variant>_train/dev[/test] folders or zips, or train/ dev/ "
-            f"[test/]), found variants {variants or 'none'}; choose one with --variant")
+            f"{input_dir}: holds several MIND variants ({', '.join(v or 'plain train/dev' for v in variants)}); "
+            f"choose one with --variant")
     chosen = variants[0]
     splits = {}
     for split in RAW_SPLITS:
@@ -140,9 +153,36 @@ def parse_behavior(label, line_no, text, labeled):
 
 
 # -- conversion ----------------------------------------------------------------------------------------------------
-def in_valid(impression_id, valid_fraction):
-    """The documented dev -> valid/test rule: a hash of the raw impression id."""
-    return zlib.crc32(impression_id.encode("utf-8")) % 10000 < round(valid_fraction * 10000)
+def in_valid(key, valid_fraction):
+    """The documented dev -> valid/test rule: a hash of the raw impression id (or of the user id)."""
+    return zlib.crc32(key.encode("utf-8")) % 10000 < round(valid_fraction * 10000)
+
+
+class SeenIds:
+    """Raw impression ids met so far in one file: a bitmap for MIND's small integer ids, a set for anything else."""
+
+    _BITMAP_LIMIT = 1 << 28  # ids below this use at most 32 MiB of bitmap
+
+    def __init__(self):
+        self._bits = bytearray()
+        self._other = set()
+
+    def add(self, raw_id):
+        """True when `raw_id` is new (and records it), False when it was seen before."""
+        if raw_id.isdigit() and raw_id.isascii() and len(raw_id) < 10 and int(raw_id) < self._BITMAP_LIMIT \
+                and raw_id == str(int(raw_id)):
+            number = int(raw_id)
+            byte, bit = divmod(number, 8)
+            if byte >= len(self._bits):
+                self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+            if self._bits[byte] >> bit & 1:
+                return False
+            self._bits[byte] |= 1 << bit
+            return True
+        if raw_id in self._other:
+            return False
+        self._other.add(raw_id)
+        return True
 
 
 def _known(ids, known, unknown, kind):
@@ -156,14 +196,17 @@ def _known(ids, known, unknown, kind):
     return kept
 
 
-def convert_mind(input_dir, output, options, valid_fraction=0.5, variant=None):
+def convert_mind(input_dir, output, options, valid_fraction=0.1, variant=None, valid_by="impression"):
     """Converts a MIND folder into `<output>/<options.name>/`; returns the stats report (also written as JSON)."""
     if not 0.0 <= valid_fraction <= 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1], got {valid_fraction}")
+        raise ValueError(f"--valid-fraction must be in [0, 1], got {valid_fraction}")
+    if valid_by not in VALID_BY:
+        raise ValueError(f"--valid-by must be one of {', '.join(VALID_BY)}, got {valid_by!r}")
     splits = find_splits(input_dir, variant)
     errors = LineErrors(options.skip_bad_lines)
     with ImpressionWriter(output, options, source="mind") as writer:
-        writer.stats.notes["split_rule"] = (f"MIND dev impression -> valid if crc32(impression_id) % 10000 < "
+        key = "impression_id" if valid_by == "impression" else "user_id"
+        writer.stats.notes["split_rule"] = (f"MIND dev impression -> valid if crc32({key}) % 10000 < "
                                             f"{round(valid_fraction * 10000)}, else test")
         known = set()
         for split, (news, _) in splits.items():
@@ -175,9 +218,15 @@ def convert_mind(input_dir, output, options, valid_fraction=0.5, variant=None):
         unknown = writer.stats.unknown
         for split, (_, behaviors) in splits.items():
             labeled = split != "test"
+            seen_ids = SeenIds()
 
             def parse(label, line_no, text):
-                return parse_behavior(label, line_no, text, labeled)
+                parsed = parse_behavior(label, line_no, text, labeled)
+                if not seen_ids.add(parsed[0]):
+                    raise BadLineError(label, line_no, "impression_id",
+                                       f"{parsed[0]!r} repeats the id of an earlier line; each impression needs its "
+                                       f"own id (was the file concatenated or edited?)")
+                return parsed
 
             for raw_id, user, timestamp, history, candidates in errors.parse(
                     behaviors, behaviors.lines(f"{split} behaviors"), parse):
@@ -188,36 +237,42 @@ def convert_mind(input_dir, output, options, valid_fraction=0.5, variant=None):
                 if split == "train":
                     clicks = [(news_id, timestamp, history) for news_id, flag in kept if flag]
                     if not clicks:
-                        writer.drop_impression("train")
+                        writer.drop_impression("train", UNKNOWN_CLICKS)
                         continue
                     writer.train_impression(impression_id, user, clicks,
-                                            [news_id for news_id, flag in kept if not flag])
+                                            [news_id for news_id, flag in kept if not flag],
+                                            seen=[news_id for news_id, _ in kept])
                     continue
                 out_split = "predict" if split == "test" else (
-                    "valid" if in_valid(raw_id, valid_fraction) else "test")
+                    "valid" if in_valid(raw_id if valid_by == "impression" else user, valid_fraction) else "test")
                 if not kept:
-                    writer.drop_impression(out_split)
+                    writer.drop_impression(out_split, UNKNOWN_CANDIDATES)
                     continue
                 writer.eval_impression(out_split, impression_id, user, history,
                                        [(news_id, bool(flag), timestamp) for news_id, flag in kept])
-        report = writer.finish(errors.summary())
+        report = writer.finish(errors.summary(), {
+            "items": " and ".join(news.label for news, _ in splits.values()),
+            "train": splits["train"][1].label, "valid": splits["dev"][1].label, "test": splits["dev"][1].label})
     return report
 
 
 def add_arguments(parser):
     """Flags of `convert mind` (also `python -m dataset_converters.mind`)."""
     add_common_arguments(parser, default_name="mind")
-    parser.add_argument("--valid-fraction", type=float, default=0.5,
-                        help="share of MIND dev impressions (by a hash of impression_id) that go to valid; "
-                             "the rest go to test (default: %(default)s)")
+    parser.add_argument("--valid-fraction", type=float, default=0.1,
+                        help="share of MIND dev impressions (by a hash, see --valid-by) that go to valid, the rest to "
+                             "test; 0.1 matches the paper's Table 4 (default: %(default)s)")
+    parser.add_argument("--valid-by", choices=VALID_BY, default="impression",
+                        help="hash the impression id (as the paper's Table 4 counts imply) or the user id (valid and "
+                             "test users disjoint) to split MIND dev (default: %(default)s)")
     parser.add_argument("--variant", default=None,
                         help="which MIND<variant>_* files to use when the folder holds several (e.g. small, large)")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    return run_conversion(lambda: convert_mind(args.input, args.output, options_from_args(args), args.valid_fraction, args.variant),
-                          os.path.join(args.output, args.name))
+    return run_conversion(lambda: convert_mind(args.input, args.output, options_from_args(args), args.valid_fraction,
+                                               args.variant, args.valid_by), args.output, args.name)
 
 
 def main(argv=None):

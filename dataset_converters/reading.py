@@ -1,7 +1,9 @@
 """Reading raw input line by line (plain, gzip or a zip member) and reporting malformed lines.
 
 Every parse error is a `BadLineError` naming the file, the 1-based line number and the field. `LineErrors` decides
-what happens to it: stop (the default) or, with `--skip-bad-lines`, count it per file and go on.
+what happens to it: stop (the default) or, with `--skip-bad-lines`, count it per file and go on. A file that cannot be
+read at all (a corrupt zip, a truncated .gz, an empty file) is an `InputError`, which no option skips. A UTF-8
+byte-order mark at the start of a file is not part of the first line.
 """
 import collections
 import contextlib
@@ -9,6 +11,7 @@ import gzip
 import logging
 import os
 import zipfile
+import zlib
 
 from tqdm import tqdm
 
@@ -26,6 +29,29 @@ class BadLineError(ValueError):
         self.line_no = line_no
         self.field = field
         super().__init__(f"{source}, line {line_no}, field '{field}': {message}")
+
+
+class InputError(ValueError):
+    """A raw input file that cannot be read as a whole; the message names the file and what to do."""
+
+
+# What a damaged compressed file raises while it is read.
+_CORRUPT = (EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile)
+
+
+def corrupt_input(label, error):
+    """The InputError for a damaged archive or compressed file."""
+    reason = str(error) or type(error).__name__
+    return InputError(f"{label}: cannot be read ({reason}); the file is truncated or corrupt, download or extract it "
+                      f"again")
+
+
+def open_zip(path):
+    """`zipfile.ZipFile(path)`, or an InputError naming the file when it is not a readable zip."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise corrupt_input(path, error) from None
 
 
 class Source:
@@ -46,7 +72,7 @@ class Source:
     @contextlib.contextmanager
     def _open_binary(self):
         if self.member is not None:
-            with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as handle:
+            with open_zip(self.path) as archive, archive.open(self.member) as handle:
                 yield handle
         elif self.path.endswith(".gz"):
             with gzip.open(self.path, "rb") as handle:
@@ -55,23 +81,36 @@ class Source:
             with open(self.path, "rb") as handle:
                 yield handle
 
-    def lines(self, desc=None):
+    def lines(self, desc=None, required=True):
         """Yields `(line_no, text)` for each non-empty line, without its line ending, with a tqdm bar.
 
         A line that is not valid UTF-8 raises BadLineError (field `(encoding)`), so it can be skipped like any other.
+        A leading UTF-8 byte-order mark is dropped. A damaged file raises InputError; so does a `required` file
+        without any non-empty line.
         """
-        with self._open_binary() as handle:
-            bar = tqdm(handle, desc=desc or os.path.basename(self.member or self.path), unit=" lines",
-                       disable=None, mininterval=1.0)
-            for line_no, raw in enumerate(bar, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    yield line_no, _Undecodable(self.label, line_no, error)
-                    continue
-                text = text.rstrip("\r\n")
-                if text:
-                    yield line_no, text
+        found = False
+        try:
+            with self._open_binary() as handle:
+                bar = tqdm(handle, desc=desc or os.path.basename(self.member or self.path), unit=" lines",
+                           disable=None, mininterval=1.0)
+                for line_no, raw in enumerate(bar, 1):
+                    if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                        raw = raw[3:]
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError as error:
+                        found = True
+                        yield line_no, _Undecodable(self.label, line_no, error)
+                        continue
+                    text = text.rstrip("\r\n")
+                    if text:
+                        found = True
+                        yield line_no, text
+        except _CORRUPT as error:
+            raise corrupt_input(self.label, error) from None
+        if required and not found:
+            raise InputError(f"{self.label} is empty: it has no lines to convert; check that the download or "
+                             f"extraction finished")
 
 
 class _Undecodable:

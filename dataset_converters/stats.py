@@ -2,12 +2,33 @@
 
 Per split: items, users, new users (users absent from train), positives, negatives, impressions, rows and history
 length; per dataset: items, categories, average whitespace tokens per title / abstract, history per user; plus what
-was skipped or dropped (bad lines, unknown ids, empty histories).
+was skipped or dropped (bad lines, unknown ids, empty histories); and, beside ours, the paper's own Table 4 numbers
+for the same source, so a conversion can be compared with the paper's splits at a glance.
 """
 import collections
 
 # How many distinct unknown ids are kept as examples per kind.
 _UNKNOWN_EXAMPLES = 5
+# Table 4 of the paper (Appendix C, "Dataset Statistics"); its Dev column is our valid split. Its token counts are
+# RoBERTa-base tokens, ours are whitespace-separated words, so those rows compare only roughly.
+PAPER_TABLE4 = {
+    "mind": {
+        "splits": {
+            "train": {"items": 51283, "users": 50000, "new_users": None, "positives": 236344, "negatives": 5607100},
+            "valid": {"items": 21352, "users": 6679, "new_users": 5862, "positives": 10775, "negatives": 249607},
+            "test": {"items": 41496, "users": 46549, "new_users": 41020, "positives": 100608, "negatives": 2380008},
+        },
+        "history_per_user": 22, "categories": 18, "tokens_per_title": 17, "tokens_per_abstract": 50,
+    },
+    "goodreads": {
+        "splits": {
+            "train": {"items": 309047, "users": 21450, "new_users": None, "positives": 198403, "negatives": 458435},
+            "valid": {"items": 234232, "users": 16339, "new_users": 2930, "positives": 75445, "negatives": 141977},
+            "test": {"items": 247242, "users": 17967, "new_users": 3199, "positives": 93156, "negatives": 154016},
+        },
+        "history_per_user": 47, "categories": 11, "tokens_per_title": 18, "tokens_per_abstract": 128,
+    },
+}
 
 
 class SplitStats:
@@ -24,9 +45,14 @@ class SplitStats:
         self.empty_history_rows = 0
         self.dropped_empty_history = 0  # rows not written because of --empty-history drop
         self.dropped_impressions = 0  # impressions left without a candidate (or, in train, a click) after unknown ids
+        self.dropped_reasons = collections.Counter()
+        self.read = 0  # impressions read for this split (written, dropped, or all rows dropped for empty history)
+        self.sampled_negative_impressions = 0  # train impressions without negatives that got sampled ones
+        self.sampled_negatives = 0
 
     def to_dict(self, train_users):
         return {
+            "impressions_read": self.read,
             "items": len(self.items),
             "users": len(self.users),
             "new_users": None if train_users is None else len(self.users - train_users),
@@ -38,6 +64,9 @@ class SplitStats:
             "empty_history_rows": self.empty_history_rows,
             "dropped_empty_history": self.dropped_empty_history,
             "dropped_impressions": self.dropped_impressions,
+            "dropped_reasons": dict(sorted(self.dropped_reasons.items())),
+            "sampled_negative_impressions": self.sampled_negative_impressions,
+            "sampled_negatives": self.sampled_negatives,
         }
 
 
@@ -93,11 +122,12 @@ class DatasetStats:
 
     def to_dict(self):
         train_users = self.splits["train"].users if "train" in self.splits else set()
+        splits = {name: split.to_dict(None if name == "train" else train_users) for name, split in self.splits.items()}
         return {
             "source": self.source,
             "options": dict(self.options),
-            "splits": {name: split.to_dict(None if name == "train" else train_users)
-                       for name, split in self.splits.items()},
+            "splits": splits,
+            "positive_shares": _positive_shares(splits),
             "items": self.items,
             "categories": len(self.categories - {""}),
             "subcategories": len(self.subcategories - {""}),
@@ -107,6 +137,7 @@ class DatasetStats:
             "unknown_ids": self.unknown.to_dict(),
             "bad_lines": dict(self.bad_lines),
             **self.notes,
+            **({"paper_table4": _paper_table4(self.source)} if self.source in PAPER_TABLE4 else {}),
         }
 
 
@@ -114,25 +145,61 @@ def _mean(total, count):
     return round(total / count, 2) if count else 0.0
 
 
+def _positive_shares(splits):
+    """Share of all train/valid/test positives that each split holds (the proportions Table 4's splits have)."""
+    names = [name for name in ("train", "valid", "test") if name in splits]
+    total = sum(splits[name]["positives"] for name in names)
+    return {name: round(splits[name]["positives"] / total, 4) if total else 0.0 for name in names}
+
+
+def _paper_table4(source):
+    paper = PAPER_TABLE4[source]
+    return {**paper, "positive_shares": _positive_shares(paper["splits"]),
+            "source": "Zhang et al. 2024, Table 4 (Appendix C); Dev = our valid; tokens are RoBERTa-base tokens"}
+
+
+def drop_warnings(report):
+    """Lines for the console about input that was read but left out: per split and reason, with the counts."""
+    lines = []
+    unknown = "; ".join(f"{info['count']:,} unknown {kind} ids" for kind, info in report["unknown_ids"].items())
+    for name, split in report["splits"].items():
+        for reason, count in split["dropped_reasons"].items():
+            lines.append(f"{count:,} of {split['impressions_read']:,} {name} impressions dropped: {reason}"
+                         + (f" ({unknown})" if "missing" in reason and unknown else ""))
+    bad = sum(report["bad_lines"].values())
+    if bad:
+        lines.append(f"{bad:,} bad lines skipped (--skip-bad-lines); per file in the stats report")
+    return lines
+
+
 def format_table(report):
-    """The report as a small text table (rows of Table 4, one column per split)."""
+    """The report as a small text table (rows of Table 4, one column per split, then the paper's columns)."""
     splits = list(report["splits"])
-    rows = [("", splits)]
+    paper = report.get("paper_table4")
+    paper_splits = list(paper["splits"]) if paper else []
+    rows = [("", splits + [f"paper {'dev' if s == 'valid' else s}" for s in paper_splits])]
+
+    def cell(value):
+        return "-" if value is None else value
+
     for key, label in (("items", "# items"), ("users", "# users"), ("new_users", "# new users"),
                        ("impressions", "# impressions"), ("positives", "# positive"), ("negatives", "# negative"),
                        ("rows", "# rows written"), ("history_len_mean", "history len / row"),
                        ("empty_history_rows", "# rows, empty history"),
-                       ("dropped_empty_history", "# dropped, empty history")):
-        rows.append((label, ["-" if report["splits"][s][key] is None else report["splits"][s][key] for s in splits]))
+                       ("dropped_empty_history", "# dropped, empty history"),
+                       ("sampled_negative_impressions", "# imp. w/ sampled negs")):
+        ours = [cell(report["splits"][s].get(key)) for s in splits]
+        theirs = [cell(paper["splits"][s].get(key, "")) for s in paper_splits]
+        rows.append((label, ours + theirs))
+    shares = report.get("positive_shares", {})
+    rows.append(("share of positives", [f"{shares[s]:.1%}" if s in shares else "" for s in splits] +
+                 [f"{paper['positive_shares'][s]:.1%}" for s in paper_splits]))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  " + "  ".join(f"{value!s:>12}" for value in values) for label, values in rows]
-    lines += [
-        f"{'# items (all)':<{width}}  {report['items']:>12}",
-        f"{'# category':<{width}}  {report['categories']:>12}",
-        f"{'# history/user':<{width}}  {report['history_per_user']:>12}",
-        f"{'# tokens/title':<{width}}  {report['tokens_per_title']:>12}",
-        f"{'# tokens/abstract':<{width}}  {report['tokens_per_abstract']:>12}",
-    ]
+    for key, label in (("items", "# items (all)"), ("categories", "# category"), ("history_per_user", "# history/user"),
+                       ("tokens_per_title", "# tokens/title"), ("tokens_per_abstract", "# tokens/abstract")):
+        theirs = f"  (paper: {paper[key]})" if paper and key in paper else ""
+        lines.append(f"{label:<{width}}  {report[key]:>12}{theirs}")
     for kind, info in report["unknown_ids"].items():
         lines.append(f"unknown {kind} ids dropped: {info['count']} (e.g. {', '.join(info['examples'])})")
     for path, count in report["bad_lines"].items():

@@ -9,12 +9,15 @@ format has no quoting).
 
     recbole-embsum synth mind --output DIR [--users 200 --items 300 --seed 0]
     recbole-embsum synth goodreads --output DIR [...]
+
+Files already in `--output` under the names it writes are refused unless `--overwrite` (they may be real data).
 """
 import datetime
 import gzip
 import json
 import os
 import random
+import sys
 
 from tqdm import tqdm
 
@@ -70,7 +73,8 @@ class World:
         self.items_by_topic = [[] for _ in topics]
         for item, topic in enumerate(self.item_topic):
             self.items_by_topic[topic].append(item)
-        self.interests = [self.rng.sample(range(len(topics)), self.rng.choice((1, 1, 2))) for _ in range(users)]
+        filled = [topic for topic, members in enumerate(self.items_by_topic) if members]  # few items: some are empty
+        self.interests = [self.rng.sample(filled, min(len(filled), self.rng.choice((1, 1, 2)))) for _ in range(users)]
         self.history_mean = history_mean
         self.new_users = set(range(users - int(round(users * new_user_share)), users))
 
@@ -122,13 +126,39 @@ def _mind_time(moment):
     return f"{moment.month}/{moment.day}/{moment.year} {hour}:{moment.minute:02d}:{moment.second:02d} {half}"
 
 
-def synth_mind(output, users=200, items=300, seed=0, candidates=15, history_mean=22, test=False, variant="small"):
+def _check_sizes(users, items, history_mean, candidates=2):
+    for flag, value, low in (("--users", users, 1), ("--items", items, 1), ("--history-mean", history_mean, 1),
+                             ("--candidates", candidates, 2)):
+        if value < low:
+            raise ValueError(f"{flag} must be at least {low}, got {value}")
+
+
+def _refuse_existing(paths, overwrite):
+    """Refuses to replace files that are already there (they may be real raw data) unless `overwrite`."""
+    present = [path for path in paths if os.path.lexists(path)]
+    if present and not overwrite:
+        raise FileExistsError(f"{', '.join(present)} already exist{'s' if len(present) == 1 else ''}; synth would "
+                              f"replace {'it' if len(present) == 1 else 'them'}: pass --overwrite or choose another "
+                              f"--output")
+
+
+def mind_paths(output, test=False, variant="small"):
+    """The files `synth_mind` writes: `{raw split: (news.tsv, behaviors.tsv)}`."""
+    splits = ("train", "dev", "test") if test else ("train", "dev")
+    return {split: tuple(os.path.join(os.fspath(output), f"MIND{variant}_{split}", name)
+                         for name in ("news.tsv", "behaviors.tsv")) for split in splits}
+
+
+def synth_mind(output, users=200, items=300, seed=0, candidates=15, history_mean=22, test=False, variant="small",
+               overwrite=False):
     """Writes `MIND<variant>_train/` and `MIND<variant>_dev/` (and `_test/`, unlabeled, when `test`) under `output`.
 
     Users get 1-3 train impressions and 0-2 dev impressions; the last 10% of users appear only in dev (new users).
     Candidates are drawn uniformly; an interest item is clicked with probability 0.5, any other with 0.02, and every
-    impression has at least one click. Returns `{raw split: folder}`.
+    impression has at least one click. Returns `{raw split: folder}`. Existing files are refused unless `overwrite`.
     """
+    _check_sizes(users, items, history_mean, candidates)
+    _refuse_existing([path for pair in mind_paths(output, test, variant).values() for path in pair], overwrite)
     world = World(NEWS_TOPICS, users, items, seed, history_mean)
     rng = world.rng
     news_ids = [f"N{10000 + i}" for i in range(items)]
@@ -180,14 +210,21 @@ def _goodreads_date(moment, zone):
             f"{moment:%H:%M:%S} {zone} {moment.year}")
 
 
-def synth_goodreads(output, users=200, items=300, seed=0, history_mean=22, genre_file=True):
+GOODREADS_FILES = ("goodreads_books_synthetic.json.gz", "goodreads_interactions_synthetic.json.gz",
+                   "goodreads_book_genres_initial.json.gz")
+
+
+def synth_goodreads(output, users=200, items=300, seed=0, history_mean=22, genre_file=True, overwrite=False):
     """Writes `goodreads_books_synthetic.json.gz`, `goodreads_interactions_synthetic.json.gz` and (when
     `genre_file`) `goodreads_book_genres_initial.json.gz` under `output`.
 
     Each user rates `1..2*history_mean` books over five years, 60% from their interest genres; interest books get
     mostly 4-5 stars, other books mostly 1-2; some ratings are 3 or 0 (shelved, not rated), which the converter drops.
-    Returns the list of written paths.
+    Returns the list of written paths. Existing files are refused unless `overwrite`.
     """
+    _check_sizes(users, items, history_mean)
+    paths = [os.path.join(os.fspath(output), name) for name in GOODREADS_FILES[:3 if genre_file else 2]]
+    _refuse_existing(paths, overwrite)
     world = World(BOOK_TOPICS, users, items, seed, history_mean)
     rng = world.rng
     os.makedirs(output, exist_ok=True)
@@ -226,12 +263,9 @@ def synth_goodreads(output, users=200, items=300, seed=0, history_mean=22, genre
                 "is_read": rating > 0, "rating": rating, "review_text_incomplete": "",
                 "date_added": _goodreads_date(added, zone), "date_updated": _goodreads_date(updated, zone),
                 "read_at": "", "started_at": ""}))
-    paths = [os.path.join(output, "goodreads_books_synthetic.json.gz"),
-             os.path.join(output, "goodreads_interactions_synthetic.json.gz")]
     _write_lines(paths[0], books, compress=True)
     _write_lines(paths[1], interactions, compress=True)
     if genre_file:
-        paths.append(os.path.join(output, "goodreads_book_genres_initial.json.gz"))
         _write_lines(paths[2], genres, compress=True)
     return paths
 
@@ -247,15 +281,21 @@ def add_arguments(parser):
     parser.add_argument("--candidates", type=int, default=15,
                         help="MIND: average candidates per impression (default: %(default)s)")
     parser.add_argument("--test", action="store_true", help="MIND: also write an unlabeled MIND<variant>_test split")
+    parser.add_argument("--overwrite", action="store_true", help="replace raw files of the same names in --output")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    if args.dataset == "mind":
-        written = list(synth_mind(args.output, args.users, args.items, args.seed, args.candidates,
-                                  args.history_mean, args.test).values())
-    else:
-        written = synth_goodreads(args.output, args.users, args.items, args.seed, args.history_mean)
+    try:
+        if args.dataset == "mind":
+            written = list(synth_mind(args.output, args.users, args.items, args.seed, args.candidates,
+                                      args.history_mean, args.test, overwrite=args.overwrite).values())
+        else:
+            written = synth_goodreads(args.output, args.users, args.items, args.seed, args.history_mean,
+                                      overwrite=args.overwrite)
+    except (FileExistsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for path in written:
         print(path)
     return 0

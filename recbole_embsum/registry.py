@@ -11,8 +11,9 @@ RecBole 1.2.1 has no plugin registry; it looks things up by module path and attr
 * collector: every ``Trainer`` builds ``recbole.trainer.trainer.Collector(config)``; that name is bound to our
            ``ImpressionCollector``, which behaves exactly like RecBole's unless a metric needs ``impression_id``.
 * defaults: ``Config._load_internal_config_dict`` also reads ``properties/overall.yaml``, ``properties/model/<model>.yaml`` and
-           ``properties/dataset/<dataset>.yaml`` shipped with this package, at RecBole's internal-default priority
-           (after its quick-start yaml), so the user's yaml, ``config_dict`` and command line still win; then
+           ``properties/dataset/<dataset>.yaml`` shipped with this package, then ``<data_path>/<dataset>/<dataset>.yaml``
+           written by the converter (so a dataset converted under any name loads), at RecBole's internal-default
+           priority (after its quick-start yaml), so the user's yaml, ``config_dict`` and command line still win; then
            ``compat.default_negative_sampling`` picks a training-sampling default every model can train with.
 * checks:  ``validation.install()`` makes every Config refuse a missing yaml file, a dataset name that is not a plain
            folder name and counts below 1 (``epochs``, batch sizes, ...), in one line each.
@@ -43,15 +44,30 @@ def properties_dir():
     return str(importlib.resources.files("recbole_embsum.properties"))
 
 
-def default_config_files(model, dataset):
-    """Packaged yaml files that apply to ``model`` on ``dataset``, lowest priority first (only those that exist)."""
+def converted_dataset_yaml(data_path, dataset):
+    """``<data_path>/<dataset>/<dataset>.yaml``: the RecBole settings the converter wrote beside the files."""
+    return os.path.join(data_path, dataset, f"{dataset}.yaml")
+
+
+def default_config_files(model, dataset, data_path=None):
+    """Yaml files that apply to ``model`` on ``dataset``, lowest priority first (only those that exist).
+
+    The packaged ones, then (when ``data_path`` is given, RecBole's folder of datasets) the converted dataset's own.
+    """
     model_name = model if isinstance(model, str) else model.__name__
     candidates = [
         os.path.join(properties_dir(), "overall.yaml"),
         os.path.join(properties_dir(), "model", f"{model_name}.yaml"),
         os.path.join(properties_dir(), "dataset", f"{dataset}.yaml"),
     ]
+    if data_path:
+        candidates.append(converted_dataset_yaml(data_path, dataset))
     return [path for path in candidates if os.path.isfile(path)]
+
+
+def _data_path(config):
+    """The ``data_path`` a Config will use (user settings over RecBole's default), before RecBole appends the dataset."""
+    return config.external_config_dict.get("data_path", config.internal_config_dict.get("data_path"))
 
 
 def _with_packaged_defaults(load_internal_config_dict):
@@ -61,9 +77,10 @@ def _with_packaged_defaults(load_internal_config_dict):
     @functools.wraps(load_internal_config_dict)
     def wrapper(self, model, model_class, dataset):
         load_internal_config_dict(self, model, model_class, dataset)
-        for path in default_config_files(model, dataset):
+        packaged_datasets = os.path.join(properties_dir(), "dataset")
+        for path in default_config_files(model, dataset, _data_path(self)):
             values = self._update_internal_config_dict(path) or {}
-            if os.path.basename(os.path.dirname(path)) == "dataset":
+            if os.path.dirname(path) == packaged_datasets or not path.startswith(properties_dir()):
                 self.parameters["Dataset"] += [key for key in values if key not in self.parameters["Dataset"]]
         compat.default_negative_sampling(self)
 

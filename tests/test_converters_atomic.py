@@ -1,9 +1,9 @@
-"""The atomic writer: exact round trips through RecBole's reader, atomic replacement, output-folder protection."""
+"""The atomic writer: exact round trips through RecBole's reader, atomic replacement."""
 import os
 
 import pytest
 
-from dataset_converters.atomic import AtomicTable, ITEM_FIELDS, clean_cell, prepare_output_dir
+from dataset_converters.atomic import AtomicTable, ITEM_FIELDS, clean_cell
 
 TRICKY = [
     '"Starts with quote" then text',  # RecBole's read_csv fails on this unless the writer quotes it
@@ -57,15 +57,3 @@ def test_file_is_readable_like_any_new_file(tmp_path):
     os.umask(umask)
     assert os.stat(tmp_path / "x.item").st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "x.item").read_text() == "item_id:token\tcategory:token\tsubcategory:token\ni1\tc\ts\n"
-
-
-def test_prepare_output_dir(tmp_path):
-    folder = prepare_output_dir(tmp_path, "mind")
-    assert folder == os.path.join(tmp_path, "mind") and os.path.isdir(folder)
-    assert prepare_output_dir(tmp_path, "mind") == folder  # empty folder: fine
-    for name in ("mind.train.inter", "mind.summaries.jsonl", "notes.txt"):
-        open(os.path.join(folder, name), "w").close()
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        prepare_output_dir(tmp_path, "mind")
-    prepare_output_dir(tmp_path, "mind", overwrite=True)
-    assert sorted(os.listdir(folder)) == ["mind.summaries.jsonl", "notes.txt"]

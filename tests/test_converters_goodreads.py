@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from dataset_converters.goodreads import convert_goodreads, main, parse_date
+from dataset_converters.goodreads import convert_goodreads, main, parse_date, select_ids
 from dataset_converters.impressions import ConvertOptions
 from dataset_converters.reading import BadLineError
 
@@ -51,9 +51,9 @@ def write_goodreads(folder, ratings=RATINGS, genres=None, extra_lines=()):
 
 
 def convert(raw, out, **options):
-    # 8 kept ratings: valid starts at the 5th time (quantile 0.5), test at the 7th (quantile 0.75)
+    # 5 kept positives (days 2, 4, 5, 7, 8): valid starts at the 4th (quantile 0.6), test at the 5th (quantile 0.8)
     options.setdefault("layout", "inline")  # these tests read the rows' item_id_list / neg_items cells
-    return convert_goodreads(raw, out, ConvertOptions(name="goodreads", **options), valid_start=0.5, test_start=0.75)
+    return convert_goodreads(raw, out, ConvertOptions(name="goodreads", **options), valid_start=0.6, test_start=0.8)
 
 
 def rows(folder, split):
@@ -70,12 +70,12 @@ def test_rating_rule_time_split_and_histories(tmp_path):
     report = convert(write_goodreads(tmp_path / "raw"), tmp_path / "out")
     folder = tmp_path / "out" / "goodreads"
     assert rows(folder, "train") == [
-        ["train-A", "A", "10", "1", str(T[2]), "", "20"],
-        ["train-A", "A", "40", "1", str(T[4]), "10", "20"],
+        ["train-A", "A", "10", "1", str(T[2]), "", "20 30"],
+        ["train-A", "A", "40", "1", str(T[4]), "10", "20 30"],
+        # B has no train negative and has rated (or shelved: 20) every other book: nothing left to sample
         ["train-B", "B", "30", "1", str(T[5]), "", ""],
     ]
     assert rows(folder, "valid") == [
-        ["valid-A", "A", "30", "0", str(T[6]), "10 40", ""],
         ["valid-B", "B", "10", "1", str(T[7]), "30", ""],
     ]
     assert rows(folder, "test") == [
@@ -84,8 +84,9 @@ def test_rating_rule_time_split_and_histories(tmp_path):
     ]
     assert report["dropped_ratings"] == {"rating_3": 1, "rating_0": 1}
     assert report["unknown_ids"] == {"interaction": {"count": 1, "examples": ["99"]}}
-    assert report["valid_start"] == "2017-01-06T18:00:00+00:00" and report["test_start"] == "2017-01-08T18:00:00+00:00"
-    assert report["splits"]["train"]["negatives"] == 1 and report["splits"]["test"]["positives"] == 1
+    assert report["valid_start"] == "2017-01-07T09:00:00+00:00" and report["test_start"] == "2017-01-08T18:00:00+00:00"
+    assert report["splits"]["train"]["negatives"] == 2 and report["splits"]["test"]["positives"] == 1
+    assert report["positive_shares"] == {"train": 0.6, "valid": 0.2, "test": 0.2}
 
 
 def test_genre_from_file_name_or_genre_file_and_exact_text(tmp_path):
@@ -133,4 +134,71 @@ def test_cli_overwrite_and_determinism(tmp_path, synth_goodreads_raw, capsys):
     first = contents()
     assert main(args + ["--overwrite"]) == 0
     again = contents()
-    assert first == again and len(first) == 6 + 7 and "goodreads.store/manifest.json" in first
+    assert first == again and len(first) == 7 + 7 and "goodreads.store/manifest.json" in first
+
+
+def _raw_ratings(raw):
+    """{user: {book: rating}} straight from the synthetic interactions file."""
+    ratings = {}
+    with gzip.open(os.path.join(raw, "goodreads_interactions_synthetic.json.gz"), "rt", encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            ratings.setdefault(record["user_id"], {})[record["book_id"]] = record["rating"]
+    return ratings
+
+
+def test_default_windows_split_positives_as_table4(goodreads_dataset):
+    data_path, name = goodreads_dataset
+    stats = json.load(open(os.path.join(data_path, name, f"{name}.stats.json"), encoding="utf-8"))
+    assert stats["positive_shares"] == pytest.approx({"train": 0.54, "valid": 0.21, "test": 0.25}, abs=0.01)
+    assert stats["paper_table4"]["positive_shares"] == {"train": 0.5406, "valid": 0.2056, "test": 0.2538}
+
+
+def test_train_rows_without_negatives_get_unrated_books(tmp_path, synth_goodreads_raw):
+    report = convert_goodreads(synth_goodreads_raw, tmp_path, ConvertOptions(name="goodreads", fill_negatives=5, layout="inline"))
+    ratings = _raw_ratings(synth_goodreads_raw)
+    train = rows(tmp_path / "goodreads", "train")
+    sampled = {}
+    for impression, user, book, _, _, _, negatives in train:
+        negatives = negatives.split()
+        assert negatives, f"{impression} has no negative"
+        rated_negatives = [b for b in negatives if ratings[user].get(b) in (1, 2)]
+        if not rated_negatives:  # no train-window negative: all sampled, never a book the user rated or shelved
+            assert len(negatives) == 5 and not set(negatives) & set(ratings[user])
+            sampled[impression] = negatives
+    assert len(sampled) == report["splits"]["train"]["sampled_negative_impressions"] > 0
+    assert report["splits"]["train"]["sampled_negatives"] == 5 * len(sampled)
+    again = convert_goodreads(synth_goodreads_raw, tmp_path / "again",
+                              ConvertOptions(name="goodreads", fill_negatives=5, layout="inline"))
+    assert rows(tmp_path / "again" / "goodreads", "train") == train and again["splits"] == report["splits"]
+    convert_goodreads(synth_goodreads_raw, tmp_path / "none", ConvertOptions(name="goodreads", fill_negatives=0, layout="inline"))
+    assert any(not row[6] for row in rows(tmp_path / "none" / "goodreads", "train"))
+
+
+def test_subset_of_users_and_books_is_seeded_and_exact(tmp_path, synth_goodreads_raw):
+    def subset(out, seed=0, **limits):
+        report = convert_goodreads(synth_goodreads_raw, tmp_path / out, ConvertOptions(name="goodreads", seed=seed),
+                                   **limits)
+        folder = tmp_path / out / "goodreads"
+        users = {row[1] for split in ("train", "valid", "test") for row in rows(folder, split)}
+        with open(folder / "goodreads.item", encoding="utf-8") as f:
+            books = {line.split("\t")[0] for line in f.read().splitlines()[1:]}
+        return report, users, books
+
+    report, users, books = subset("a", max_users=50, max_books=120)
+    lines = []
+    with gzip.open(os.path.join(synth_goodreads_raw, "goodreads_interactions_synthetic.json.gz"), "rt") as f:
+        lines = [json.loads(line) for line in f]
+    rated = {r["user_id"] for r in lines if r["rating"] not in (0, 3)}
+    chosen = select_ids(rated, 50, 0, "user")  # the documented rule: smallest crc32("0:user:<id>")
+    assert len(chosen) == 50 and users <= chosen and len(books) == 120
+    assert report["subset"]["users"] == 50 and report["subset"]["books"] == 120
+    assert report["subset"]["ratings_of_other_users"] == sum(1 for r in lines if r["user_id"] not in chosen)
+    kept = [r for r in lines if r["user_id"] in chosen and r["rating"] not in (0, 3)]
+    assert report["subset"]["ratings_of_other_books"] == sum(1 for r in kept if r["book_id"] not in books)
+    _, users_again, books_again = subset("b", max_users=50, max_books=120)
+    assert (users_again, books_again) == (users, books)
+    _, other_users, _ = subset("c", seed=1, max_users=50, max_books=120)
+    assert other_users != users
+    with pytest.raises(ValueError, match="--max-users must be at least 1"):
+        convert_goodreads(synth_goodreads_raw, tmp_path / "d", ConvertOptions(name="goodreads"), max_users=0)

@@ -57,9 +57,10 @@ def read_rows(path):
         return list(csv.reader(f, delimiter="\t"))
 
 
-def convert(raw, out, **options):
+def convert(raw, out, valid_fraction=0.5, **options):
+    # The hand-written dev impressions above are placed for a half/half split (the default is 0.1, Table 4).
     options.setdefault("layout", "inline")  # these tests read the rows' item_id_list / neg_items cells
-    return convert_mind(raw, out, ConvertOptions(name="mind", **options))
+    return convert_mind(raw, out, ConvertOptions(name="mind", **options), valid_fraction=valid_fraction)
 
 
 @pytest.fixture
@@ -211,8 +212,45 @@ def test_same_input_same_bytes(tmp_path, synth_mind_raw):
         convert(synth_mind_raw, tmp_path / out, max_negatives=3)
     names = sorted(os.listdir(tmp_path / "a" / "mind"))
     assert names == ["mind.item", "mind.stats.json", "mind.test.inter", "mind.text.jsonl", "mind.train.inter",
-                     "mind.valid.inter"]
+                     "mind.valid.inter", "mind.yaml"]
     for name in names:
         assert (tmp_path / "a" / "mind" / name).read_bytes() == (tmp_path / "b" / "mind" / name).read_bytes()
     train = read_rows(tmp_path / "a" / "mind" / "mind.train.inter")[1:]
     assert max(len(r[6].split()) for r in train) == 3
+
+
+def _dev_users(folder, split):
+    return {row[1] for row in read_rows(folder / f"mind.{split}.inter")[1:]}
+
+
+def test_dev_split_default_is_a_tenth_of_impressions_and_by_user_keeps_users_apart(tmp_path, synth_mind_raw):
+    report = convert_mind(synth_mind_raw, tmp_path / "a", ConvertOptions(name="mind"))  # defaults: 0.1 by impression
+    dev = report["splits"]["valid"]["impressions"] + report["splits"]["test"]["impressions"]
+    assert abs(report["splits"]["valid"]["impressions"] / dev - 0.1) < 0.05
+    assert report["options"]["name"] == "mind" and "crc32(impression_id) % 10000 < 1000" in report["split_rule"]
+    valid = read_rows(tmp_path / "a" / "mind" / "mind.valid.inter")[1:]
+    assert all(in_valid(row[0].split("-", 1)[1], 0.1) for row in valid)
+    report = convert_mind(synth_mind_raw, tmp_path / "b", ConvertOptions(name="mind"), valid_fraction=0.3,
+                          valid_by="user")
+    folder = tmp_path / "b" / "mind"
+    assert _dev_users(folder, "valid") and _dev_users(folder, "test")
+    assert not _dev_users(folder, "valid") & _dev_users(folder, "test")
+    assert all(in_valid(user, 0.3) for user in _dev_users(folder, "valid"))
+    assert "crc32(user_id)" in report["split_rule"]
+
+
+def test_stats_put_table4_beside_our_split(tiny, capsys):
+    folder, report = tiny
+    stats = json.loads((folder / "mind.stats.json").read_text(encoding="utf-8"))
+    paper = stats["paper_table4"]
+    assert paper["splits"]["valid"] == {"items": 21352, "users": 6679, "new_users": 5862, "positives": 10775,
+                                        "negatives": 249607}
+    assert paper["positive_shares"] == {"train": 0.6797, "valid": 0.031, "test": 0.2893}
+    assert stats["positive_shares"] == {"train": 0.6667, "valid": 0.1667, "test": 0.1667}  # 4 / 1 / 1 positives
+    from dataset_converters.stats import format_table
+
+    lines = format_table(report).splitlines()
+    assert lines[0].split() == ["train", "valid", "test", "paper", "train", "paper", "dev", "paper", "test"]
+    positive = next(line for line in lines if line.startswith("# positive"))
+    assert positive.split()[2:] == ["4", "1", "1", "236344", "10775", "100608"]
+    assert any(line.startswith("# category") and "(paper: 18)" in line for line in lines)

@@ -64,3 +64,29 @@ def test_empty_history_rows_are_gone_when_dropped(mind_dataset, mind_dataset_no_
     assert dataset.inter_feat["item_length"].min().item() >= 1
     _, kept, _ = _load("Pop", mind_dataset, MIND_YAML)
     assert (kept[:]["item_id_list"] != 0).sum(dim=1).min().item() == 0
+
+
+def test_any_dataset_name_trains_with_the_yaml_written_beside_the_files(tmp_path, synth_mind_raw):
+    """`convert mind --name mind_large`: no packaged mind_large.yaml, yet RecBole finds the files and settings."""
+    import recbole_embsum  # noqa: F401  (registers the converted-dataset yaml with RecBole's Config)
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+
+    from dataset_converters.impressions import ConvertOptions
+    from dataset_converters.mind import convert_mind
+
+    convert_mind(synth_mind_raw, tmp_path, ConvertOptions(name="mind_large", history_len=25))
+    config = Config(model="EmbSum", dataset="mind_large",
+                    config_dict={"data_path": str(tmp_path), "show_progress": False, "train_neg_num": 7})
+    assert config["benchmark_filename"] == ["train", "valid", "test"]
+    assert config["load_col"]["inter"][-2:] == ["item_id_list", "neg_items"]
+    assert config["valid_metric"] == "imp_auc" and config["title_max_tokens"] == 32
+    assert config["seq_len"] == {"item_id_list": 25} and config["MAX_ITEM_LIST_LENGTH"] == 25
+    assert config["train_neg_num"] == 7  # config_dict still wins over the converted yaml
+    assert "benchmark_filename" in config.parameters["Dataset"]
+    config = Config(model="Pop", dataset="mind_large", config_dict={"data_path": str(tmp_path),
+                                                                     "show_progress": False})
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    assert len(train.dataset) == _count_rows(tmp_path / "mind_large" / "mind_large.train.inter")
+    assert len(test.dataset) == _count_rows(tmp_path / "mind_large" / "mind_large.test.inter")

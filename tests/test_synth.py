@@ -86,3 +86,38 @@ def test_goodreads_bytes_repeat_and_seed_changes_them(tmp_path):
     c = synth_goodreads(tmp_path / "c", users=20, items=30, seed=2, genre_file=False)
     assert [open(p, "rb").read() for p in a] == [open(p, "rb").read() for p in b]
     assert open(a[1], "rb").read() != open(c[1], "rb").read() and len(c) == 2
+
+
+def test_existing_raw_files_are_refused_without_overwrite(tmp_path, capsys):
+    from dataset_converters.synth import add_arguments
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    real = tmp_path / "MINDsmall_train"
+    real.mkdir()
+    (real / "news.tsv").write_text("real data\n")
+    args = parser.parse_args(["mind", "--output", str(tmp_path), "--users", "20", "--items", "30"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(real / "news.tsv") in err and "--overwrite" in err
+    assert (real / "news.tsv").read_text() == "real data\n" and not (tmp_path / "MINDsmall_dev").exists()
+    args = parser.parse_args(["mind", "--output", str(tmp_path), "--users", "20", "--items", "30", "--overwrite"])
+    assert args.func(args) == 0 and (real / "news.tsv").read_text() != "real data\n"
+    synth_goodreads(tmp_path / "g", users=5, items=10)
+    args = parser.parse_args(["goodreads", "--output", str(tmp_path / "g"), "--users", "5", "--items", "10"])
+    assert args.func(args) == 2 and "goodreads_books_synthetic.json.gz" in capsys.readouterr().err
+
+
+def test_sizes_below_one_are_refused(tmp_path, capsys):
+    from dataset_converters.synth import add_arguments
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for dataset, flag in (("mind", "--users"), ("goodreads", "--users"), ("mind", "--items"),
+                          ("goodreads", "--history-mean")):
+        args = parser.parse_args([dataset, "--output", str(tmp_path / "x"), flag, "0"])
+        assert args.func(args) == 2
+        assert capsys.readouterr().err == f"error: {flag} must be at least 1, got 0\n"
+    assert not (tmp_path / "x").exists()
