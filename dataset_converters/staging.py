@@ -111,9 +111,12 @@ class StagedFolder:
         self.output = os.fspath(output)
         self.overwrite = overwrite
         self.target = os.path.join(self.output, name)
-        self.path = os.path.join(self.output, f".{name}.tmp")
-        self._old = os.path.join(self.output, f".{name}.old")
-        self._lock_path = os.path.join(self.output, f".{name}.lock")
+        if os.path.islink(self.target):  # e.g. data/mind -> /big/disk/mind: replace the folder it points to
+            self.target = os.path.realpath(self.target)
+        parent, base = os.path.split(self.target)
+        self.path = os.path.join(parent, f".{base}.tmp")
+        self._old = os.path.join(parent, f".{base}.old")
+        self._lock_path = os.path.join(parent, f".{base}.lock")
         self._lock = None
         self.removed = []
         self.carried = []
@@ -122,6 +125,7 @@ class StagedFolder:
     def __enter__(self):
         check_output_folder(self.output)
         os.makedirs(self.output, exist_ok=True)
+        os.makedirs(os.path.dirname(self.target), exist_ok=True)
         self._acquire_lock()
         try:
             self._clean_leftovers()

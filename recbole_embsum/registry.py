@@ -60,7 +60,7 @@ def default_config_files(model, dataset, data_path=None):
         os.path.join(properties_dir(), "model", f"{model_name}.yaml"),
         os.path.join(properties_dir(), "dataset", f"{dataset}.yaml"),
     ]
-    if data_path:
+    if data_path and dataset not in (".", "..") and not set("/\\") & set(str(dataset)):  # only <data_path>/<name>/
         candidates.append(converted_dataset_yaml(data_path, dataset))
     return [path for path in candidates if os.path.isfile(path)]
 

@@ -182,3 +182,18 @@ def test_converted_yaml_is_the_packaged_one_with_this_history_width(tmp_path, co
     assert yaml.safe_load(text) == {**packaged, "seq_len": {"item_id_list": 25}, "MAX_ITEM_LIST_LENGTH": 25}
     assert "# RecBole settings of the converted dataset 'mind_large'" in text
     assert "--history-len 25" in text and text.count("seq_len:") == 1
+
+
+def test_a_symlinked_dataset_folder_is_replaced_where_it_points(converted, tmp_path):
+    raw, out = converted
+    os.rename(out / "mind", tmp_path / "big_disk_mind")
+    os.symlink(tmp_path / "big_disk_mind", out / "mind")
+    write_mind(raw, train_behaviors=TRAIN_BEHAVIORS[:2])
+    report = convert(raw, out, overwrite=True)
+    assert report["splits"]["train"]["impressions"] == 2
+    assert os.path.islink(out / "mind") and len(read_train(out / "mind")) == 4
+    assert sorted(os.listdir(out)) == ["mind"] and not (tmp_path / ".big_disk_mind.old").exists()
+
+
+def read_train(folder):
+    return open(folder / "mind.train.inter", encoding="utf-8").read().splitlines()

@@ -6,7 +6,6 @@ what EmbSum computes, and say so in its commit message.
 """
 import json
 import os
-import shutil
 
 import pytest
 import torch
@@ -71,10 +70,14 @@ def write_word_tokenizer(folder, texts, vocab_size_recorded):
 
 
 @pytest.fixture(scope="module")
-def pinned(tmp_path_factory, mind_dataset):
+def pinned(tmp_path_factory, synth_mind_raw):
     """(model built under torch.manual_seed(0), first training batch, first validation batch)."""
+    from dataset_converters.impressions import ConvertOptions
+    from dataset_converters.mind import convert_mind
+
     root = tmp_path_factory.mktemp("pinned")
-    shutil.copytree(os.path.join(mind_dataset[0], "mind"), root / "mind")  # the tokenizer cache is written there
+    # The split the values were pinned on (half of MIND dev in valid), whatever the converter's default.
+    convert_mind(synth_mind_raw, root, ConvertOptions(name="mind"), valid_fraction=0.5)
     with open(root / "mind" / "mind.train.inter", encoding="utf-8") as handle:
         next(handle)
         users = sorted({line.split("\t")[1] for line in handle})
