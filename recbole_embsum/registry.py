@@ -3,14 +3,17 @@
 RecBole 1.2.1 has no plugin registry; it looks things up by module path and attribute name
 (see ../shared/notes/recbole-1.2.1.md, section 1). ``register()`` puts our classes where those lookups look:
 
-* model:   ``get_model("EmbSum")`` imports ``recbole.model.sequential_recommender.embsum`` -> our module is aliased
-           in ``sys.modules`` under that name.
-* trainer: ``get_trainer(type, "EmbSum")`` reads ``recbole.trainer.EmbSumTrainer`` -> set as an attribute.
+* models:  ``get_model("EmbSum")`` imports ``recbole.model.sequential_recommender.embsum`` -> our module is aliased
+           in ``sys.modules`` under that name; the same for each content baseline (``MODELS``).
+* trainer: ``get_trainer(type, "EmbSum")`` reads ``recbole.trainer.EmbSumTrainer`` -> set as an attribute; the
+           baselines train with the same trainer (``<Model>Trainer``): its loop is generic for any single or tuple
+           loss, and it gives them AdamW/Adam, warm-up options, non-finite-loss stops and exact resume alike.
 * metrics: RecBole's metric registry is built once at import from ``recbole.evaluator.metrics``; our metric
            classes are added to the same shared dictionaries in place.
 * collector: every ``Trainer`` builds ``recbole.trainer.trainer.Collector(config)``; that name is bound to our
            ``ImpressionCollector``, which behaves exactly like RecBole's unless a metric needs ``impression_id``.
-* defaults: ``Config._load_internal_config_dict`` also reads ``properties/overall.yaml``, ``properties/model/<model>.yaml`` and
+* defaults: ``Config._load_internal_config_dict`` also reads ``properties/overall.yaml``, ``properties/model/<class>.yaml``
+           for the model class and each of its bases (e.g. ``ContentRecommender.yaml`` then ``NRMS.yaml``) and
            ``properties/dataset/<dataset>.yaml`` shipped with this package, then ``<data_path>/<dataset>/<dataset>.yaml``
            written by the converter (so a dataset converted under any name loads), at RecBole's internal-default
            priority (after its quick-start yaml), so the user's yaml, ``config_dict`` and command line still win; then
@@ -33,10 +36,13 @@ import recbole.trainer.trainer
 from recbole_embsum import compat, distributed, validation
 from recbole_embsum.evaluation.collector import ImpressionCollector
 from recbole_embsum.evaluation.metrics import register_metrics
-from recbole_embsum.model import embsum
+from recbole_embsum.model import caum, embsum, fastformer, mins, naml, nrms
 from recbole_embsum.trainer import EmbSumTrainer
 
-MODEL_ALIAS = "recbole.model.sequential_recommender.embsum"
+MODEL_PACKAGE = "recbole.model.sequential_recommender"
+MODEL_ALIAS = f"{MODEL_PACKAGE}.embsum"
+# Model class name -> its module; RecBole finds each as recbole.model.sequential_recommender.<lower-case name>.
+MODELS = {"EmbSum": embsum, "NAML": naml, "NRMS": nrms, "Fastformer": fastformer, "CAUM": caum, "MINS": mins}
 
 
 def properties_dir():
@@ -49,15 +55,18 @@ def converted_dataset_yaml(data_path, dataset):
     return os.path.join(data_path, dataset, f"{dataset}.yaml")
 
 
-def default_config_files(model, dataset, data_path=None):
+def default_config_files(model, dataset, data_path=None, model_class=None):
     """Yaml files that apply to ``model`` on ``dataset``, lowest priority first (only those that exist).
 
-    The packaged ones, then (when ``data_path`` is given, RecBole's folder of datasets) the converted dataset's own.
+    The packaged ones (overall; one per class from the most general base of ``model_class``, or of ``model`` given
+    as a class, down to the model itself; the dataset), then (when ``data_path`` is given, RecBole's folder of
+    datasets) the converted dataset's own.
     """
-    model_name = model if isinstance(model, str) else model.__name__
+    model_class = model_class or (None if isinstance(model, str) else model)
+    names = [cls.__name__ for cls in reversed(model_class.__mro__)] if model_class is not None else [model]
     candidates = [
         os.path.join(properties_dir(), "overall.yaml"),
-        os.path.join(properties_dir(), "model", f"{model_name}.yaml"),
+        *(os.path.join(properties_dir(), "model", f"{name}.yaml") for name in names),
         os.path.join(properties_dir(), "dataset", f"{dataset}.yaml"),
     ]
     if data_path and dataset not in (".", "..") and not set("/\\") & set(str(dataset)):  # only <data_path>/<name>/
@@ -78,7 +87,7 @@ def _with_packaged_defaults(load_internal_config_dict):
     def wrapper(self, model, model_class, dataset):
         load_internal_config_dict(self, model, model_class, dataset)
         packaged_datasets = os.path.join(properties_dir(), "dataset")
-        for path in default_config_files(model, dataset, _data_path(self)):
+        for path in default_config_files(model, dataset, _data_path(self), model_class):
             values = self._update_internal_config_dict(path) or {}
             if os.path.dirname(path) == packaged_datasets or not path.startswith(properties_dir()):
                 self.parameters["Dataset"] += [key for key in values if key not in self.parameters["Dataset"]]
@@ -90,9 +99,10 @@ def _with_packaged_defaults(load_internal_config_dict):
 
 def register():
     """Make RecBole find everything of ours by name (idempotent; run by ``import recbole_embsum``)."""
-    sys.modules[MODEL_ALIAS] = embsum
-    setattr(recbole.model.sequential_recommender, "embsum", embsum)
-    setattr(recbole.trainer, "EmbSumTrainer", EmbSumTrainer)
+    for name, module in MODELS.items():
+        sys.modules[f"{MODEL_PACKAGE}.{name.lower()}"] = module
+        setattr(recbole.model.sequential_recommender, name.lower(), module)
+        setattr(recbole.trainer, f"{name}Trainer", EmbSumTrainer)
     register_metrics()
     recbole.trainer.trainer.Collector = ImpressionCollector
     config_cls = recbole.config.configurator.Config

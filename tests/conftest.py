@@ -86,3 +86,22 @@ def goodreads_dataset(tmp_path_factory, synth_goodreads_raw):
 @pytest.fixture(scope="session")
 def goodreads_dataset_no_empty(tmp_path_factory, synth_goodreads_raw):
     return _convert_goodreads(tmp_path_factory, synth_goodreads_raw, empty_history="drop")
+# The content baselines (NAML, NRMS, Fastformer, CAUM, MINS) every test trains: small widths, a high learning rate.
+TINY_CONTENT = {
+    "word_embedding_size": 32,
+    "attention_heads": 4,
+    "attention_head_size": 8,
+    "query_dim": 16,
+    "hidden_size": 32,  # Fastformer
+    "cnn_filters": 32,  # NAML, CAUM
+    "category_embedding_size": 16,
+    "news_embedding_size": 32,  # CAUM
+    "user_attention_heads": 4,  # CAUM
+    "user_attention_hidden": [32, 16],  # CAUM
+    "entity_attention_heads": 2,  # CAUM
+    "entity_attention_head_size": 8,  # CAUM
+    "gru_channels": 4,  # MINS
+    "learning_rate": 0.01,
+    "train_batch_size": 32,
+    "show_progress": False,
+}

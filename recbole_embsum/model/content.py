@@ -1,0 +1,182 @@
+"""``ContentRecommender``: the shared frame of the content-based baselines (NAML, NRMS, Fastformer, CAUM, MINS).
+
+Each of them is a news (item) encoder, a user encoder and a click predictor (the pattern of NewsRecLib and
+Legommenders); a subclass defines ``encode_items`` and ``encode_user`` (or, candidate-aware, ``score_candidates``)
+and this class does the rest the same way for all:
+
+* **Inputs.** Word ids of title/abstract, category ids and title entities per internal item id, built once from the
+  dataset's item text store (``item_features.py``), kept as non-persistent buffers.
+* **History.** The latest ``history_len`` items of ``item_id_list``, oldest first, with a padding mask.
+* **Training** as in the papers: each click against ``train_neg_num`` negatives drawn from its impression's
+  ``neg_items`` (the same ones EmbSum trains on), softmax cross-entropy over the 1 + K scores (the NCE loss of
+  EmbSum's Eq. (5)). Every distinct item of a batch (history and candidates) is encoded once.
+* **Evaluation.** All item vectors are computed once per evaluation pass and cached until the weights change or
+  ``train()`` is called; ``predict`` scores labeled (history, candidate) rows encoding each distinct history once,
+  ``full_sort_predict`` scores every item.
+"""
+import logging
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from tqdm import tqdm
+
+from .item_features import build_entity_embedding, build_item_features, entity_vectors_path, ordered_records
+from .layers import latest_items
+from .losses import nce_loss, sample_negatives
+from .text import item_text_path, load_item_texts
+from .words import build_word_embedding
+
+logger = logging.getLogger(__name__)
+
+NEG_ITEMS_FIELD = "neg_items"
+CANDIDATE_CHUNK_ROWS = 1 << 18  # full ranking, candidate-aware: (user, candidate, click) rows per call
+
+
+class ContentRecommender(SequentialRecommender):
+    """Base of the two-tower (and candidate-aware) content recommenders trained with impression negatives.
+
+    Subclasses set ``text_fields`` (which of title/abstract they read), and implement ``encode_items`` and either
+    ``encode_user`` (two-tower: score = click predictor of user and item vectors, dot product by default) or, with
+    ``candidate_aware = True``, ``score_candidates``.
+    """
+
+    input_type = InputType.POINTWISE
+    train_negatives = "impression"  # trains on the impression's own neg_items (no RecBole negative sampling)
+    accepts_empty_history = True  # an empty history is a fully masked one (compat.py)
+    candidate_aware = False  # True: the user side depends on the candidate (no standalone user vector)
+    text_fields = ("title",)  # text fields of the item text this model reads
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.history_len = min(config["history_len"] or self.max_seq_length, self.max_seq_length)
+        self.train_neg_num = config["train_neg_num"]
+        if self.train_neg_num is None or self.train_neg_num < 1:
+            raise ValueError(f"{type(self).__name__} needs train_neg_num >= 1 (negatives per click), "
+                             f"got {self.train_neg_num}")
+        self.item_encode_batch_size = config["item_encode_batch_size"] or 1024
+        self.data_path, self.dataset_name = config["data_path"], config["dataset"]
+
+        text_path = item_text_path(config["data_path"], config["dataset"])
+        records = ordered_records(dataset.field2id_token[self.ITEM_ID], load_item_texts(text_path), text_path)
+        max_words = {"title": config["title_max_words"], "abstract": config["abstract_max_words"]}
+        self.features = build_item_features(
+            records, f"{config['data_path']}/{config['dataset']}",
+            {field: max_words[field] for field in self.text_fields}, config["word_vocab_size"],
+            config["word_min_frequency"], config["word_lowercase"], config["max_title_entities"] or 5)
+        for field, table in self.features.words.items():
+            self.register_buffer(f"item_{field}", table, persistent=False)  # [n_items, T_field]
+        for field, ids in self.features.categories.items():
+            self.register_buffer(f"item_{field}", ids, persistent=False)  # [n_items]
+        if self.features.entities is not None:
+            self.register_buffer("item_title_entities", self.features.entities, persistent=False)  # [n_items, E]
+
+        self._item_cache: Optional[torch.Tensor] = None  # [n_items, D] during evaluation
+        self._item_cache_key = None
+
+    # ----------------------------------------------------------------------------------------------- inputs
+    def word_embedding(self, config) -> nn.Embedding:
+        """The word embedding table (``word_embedding_size``; GloVe / .npy vectors from ``word_embeddings``)."""
+        return build_word_embedding(self.features.tokenizer, config["word_embedding_size"], config["word_embeddings"])
+
+    def entity_embedding(self, config) -> Optional[nn.Embedding]:
+        """Entity embeddings, or None (logged) when no item of the dataset has title entities."""
+        if self.features.entities is None:
+            logger.info("%s: the item text has no title_entities, so the entity branch is off", type(self).__name__)
+            return None
+        path = entity_vectors_path(self.data_path, self.dataset_name)
+        return build_entity_embedding(self.features.entity_ids, config["entity_embedding_size"], path)
+
+    def item_inputs(self, item_ids: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Every stored feature of ``item_ids`` [N]: ``title``/``abstract`` [N, T], ``category``/``subcategory``
+        [N], ``title_entities`` [N, E] (those the dataset has)."""
+        names = list(self.features.words) + list(self.features.categories)
+        if self.features.entities is not None:
+            names.append("title_entities")
+        return {name: getattr(self, f"item_{name}")[item_ids] for name in names}
+
+    # ------------------------------------------------------------------------------------------- the model
+    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """News encoder: ``item_ids`` [N] -> item vectors [N, D]."""
+        raise NotImplementedError
+
+    def encode_user(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """User encoder: history item vectors [B, L, D] (oldest first) and mask [B, L] -> user vectors [B, D]."""
+        raise NotImplementedError
+
+    def click_score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Click predictor: users [B, D], candidates [B, C, D] -> [B, C] (dot product)."""
+        return torch.einsum("bd,bcd->bc", users, candidates)
+
+    def score_candidates(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores of candidates [B, C, D] for histories [B, L, D] / mask [B, L] -> [B, C]."""
+        return self.click_score(self.encode_user(history, mask), candidates)
+
+    # ---------------------------------------------------------------------------------------------- training
+    def _history(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
+        return latest_items(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], self.history_len)
+
+    def calculate_loss(self, interaction):
+        """Softmax cross-entropy of each click against K impression negatives (NCE, EmbSum's Eq. (5))."""
+        if NEG_ITEMS_FIELD not in interaction:
+            raise KeyError(f"{type(self).__name__} training batches need '{NEG_ITEMS_FIELD}' (impression "
+                           f"negatives); load it via the dataset yaml's load_col and alias_of_item_id")
+        history, mask = self._history(interaction)  # [B, L]
+        negatives, valid = sample_negatives(interaction[NEG_ITEMS_FIELD], self.train_neg_num)  # [B, K]
+        candidates = torch.cat([interaction[self.ITEM_ID][:, None], negatives], dim=1)  # [B, 1+K]
+        unique, inverse = torch.unique(torch.cat([history.flatten(), candidates.flatten()]), return_inverse=True)
+        vectors = self.encode_items(unique)[inverse]  # each distinct item encoded once: [B*L + B*(1+K), D]
+        history_vectors = vectors[: history.numel()].view(*history.shape, -1)  # [B, L, D]
+        candidate_vectors = vectors[history.numel():].view(*candidates.shape, -1)  # [B, 1+K, D]
+        scores = self.score_candidates(history_vectors, mask, candidate_vectors)  # [B, 1+K]
+        return nce_loss(scores, valid)
+
+    # -------------------------------------------------------------------------------------------- evaluation
+    def train(self, mode: bool = True):
+        """Switching between training and evaluation drops the cached item vectors."""
+        self._item_cache = None
+        return super().train(mode)
+
+    def _weights_key(self):
+        """Changes whenever any parameter is modified in place (optimizer steps, ``load_state_dict``)."""
+        return tuple(p._version for p in self.parameters())
+
+    def all_item_vectors(self) -> torch.Tensor:
+        """Vectors of every item [n_items, D]: in evaluation computed once and cached, in training recomputed."""
+        device = self.item_title.device
+        if self.training:
+            return self.encode_items(torch.arange(self.n_items, device=device))
+        key = (self._weights_key(), device)
+        if self._item_cache is None or self._item_cache_key != key:
+            chunks = torch.arange(self.n_items, device=device).split(self.item_encode_batch_size)
+            with torch.no_grad():
+                parts = [self.encode_items(chunk) for chunk in
+                         tqdm(chunks, desc="encoding items", disable=len(chunks) < 4, leave=False)]
+            self._item_cache, self._item_cache_key = torch.cat(parts), key
+        return self._item_cache
+
+    def predict(self, interaction):
+        """Scores of (history, candidate) rows [R] (RecBole's labeled evaluation)."""
+        items = self.all_item_vectors()  # [n_items, D]
+        history, mask = self._history(interaction)  # [R, L]
+        candidates = items[interaction[self.ITEM_ID]]  # [R, D]
+        if self.candidate_aware:
+            return self.score_candidates(items[history], mask, candidates[:, None]).squeeze(1)
+        unique, inverse = torch.unique(history, dim=0, return_inverse=True)  # labeled rows repeat histories
+        users = self.encode_user(items[unique], unique != 0)[inverse]  # [R, D]
+        return self.click_score(users, candidates[:, None]).squeeze(1)
+
+    def full_sort_predict(self, interaction):
+        """Scores of every history in the batch against all items -> [B, n_items]."""
+        items = self.all_item_vectors()  # [n_items, D]
+        history, mask = self._history(interaction)  # [B, L]
+        if not self.candidate_aware:
+            return self.encode_user(items[history], mask) @ items.T
+        scores = []
+        chunk_size = max(1, CANDIDATE_CHUNK_ROWS // max(1, history.numel()))  # B x chunk x L click rows at a time
+        for chunk in items.split(chunk_size):  # candidate-aware: the user side runs once per (user, candidate)
+            expanded = chunk[None].expand(history.size(0), -1, -1)  # [B, c, D]
+            scores.append(self.score_candidates(items[history], mask, expanded))
+        return torch.cat(scores, dim=1)
