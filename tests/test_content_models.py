@@ -61,18 +61,18 @@ def test_loss_predict_and_full_sort_shapes_and_history_padding(model, mind_datas
     with torch.no_grad():
         scores = net.predict(rows)
         assert scores.shape == (len(rows),) and torch.isfinite(scores).all()
-        cache = net._item_cache
+        cache = net._item_cache.vectors
         # the same rows with extra history padding columns score the same
         seq = rows[net.ITEM_SEQ]
         rows.interaction[net.ITEM_SEQ] = torch.cat([seq, torch.zeros_like(seq[:, :7])], dim=1)
         assert torch.allclose(net.predict(rows), scores, atol=1e-5)
-        assert net._item_cache is cache  # item vectors computed once per evaluation
+        assert net._item_cache.vectors is cache  # item vectors computed once per evaluation
         full = net.full_sort_predict(rows[:3])
         assert full.shape == (3, net.n_items)
         # full-ranking and labeled scores agree
         assert torch.allclose(full[torch.arange(3), rows[net.ITEM_ID][:3]], scores[:3], atol=1e-4)
     net.train()
-    assert net._item_cache is None
+    assert net._item_cache.vectors is None
 
 
 @pytest.mark.slow

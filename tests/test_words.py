@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_embsum.model.words import (PAD_ID, build_word_embedding, encode_words, load_or_train_word_tokenizer,
+from recbole_embsum.text.words import (PAD_ID, build_word_embedding, encode_words, load_or_train_word_tokenizer,
                                         load_word_vectors)
 
 CORPUS = ["Stocks rally as Investors cheer", "The coach's new season: a playoff run!", "stocks fall"]
@@ -40,7 +40,7 @@ def test_glove_text_vectors_are_loaded_and_unknown_words_counted(tmp_path, caplo
     tokenizer = load_or_train_word_tokenizer(str(tmp_path / "d"), CORPUS, 100, 1, lowercase=True)
     glove = tmp_path / "glove.tiny.3d.txt"
     glove.write_text("stocks 0.1 0.2 0.3\n. . . 9 9 9\ncoach -1 0 1.5\nabsent 4 4 4\nstocks 7 7 7\n", encoding="utf-8")
-    with caplog.at_level(logging.INFO, logger="recbole_embsum.model.words"):
+    with caplog.at_level(logging.INFO, logger="recbole_embsum.text.words"):
         embedding = build_word_embedding(tokenizer, 3, str(glove))
     vocab = tokenizer.get_vocab()
     assert torch.allclose(embedding.weight[vocab["stocks"]], torch.tensor([0.1, 0.2, 0.3]))  # first occurrence

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .content import ContentRecommender
-from .layers import MultiHeadSelfAttention, TextSelfAttentionEncoder, masked_softmax
+from .layers import CategoryEncoder, MultiHeadSelfAttention, TextSelfAttentionEncoder, masked_softmax
 
 
 class CandidateAwareUserEncoder(nn.Module):
@@ -69,8 +69,7 @@ class CAUM(ContentRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         dropout, query_dim = config["dropout_prob"], config["query_dim"]
-        self.title_encoder = TextSelfAttentionEncoder(self.word_embedding(config), config["attention_heads"],
-                                                      config["attention_head_size"], query_dim, dropout)
+        self.title_encoder = self.self_attention_text_encoder(config)
         width = self.title_encoder.output_dim
         entities = self.entity_embedding(config)  # None (logged) without title entities
         self.entity_encoder = None
@@ -81,9 +80,7 @@ class CAUM(ContentRecommender):
         self.category_encoder = None
         if "category" in self.features.category_counts:
             size = config["category_embedding_size"]
-            self.category_encoder = nn.Sequential(
-                nn.Embedding(self.features.category_counts["category"], size, padding_idx=0), nn.Dropout(dropout),
-                nn.Linear(size, size), nn.ReLU())
+            self.category_encoder = CategoryEncoder(self.features.category_counts["category"], size, size, dropout)
             width += size
         dim = config["news_embedding_size"]
         self.news_projection = nn.Linear(width, dim)

@@ -5,7 +5,7 @@ Legommenders); a subclass defines ``encode_items`` and ``encode_user`` (or, cand
 and this class does the rest the same way for all:
 
 * **Inputs.** Word ids of title/abstract, category ids and title entities per internal item id, built once from the
-  dataset's item text store (``item_features.py``), kept as non-persistent buffers.
+  dataset's item text store (``recbole_embsum.text.features``), kept as non-persistent buffers.
 * **History.** The latest ``history_len`` items of ``item_id_list``, oldest first, with a padding mask.
 * **Training** as in the papers: each click against ``train_neg_num`` negatives drawn from its impression's
   ``neg_items`` (the same ones EmbSum trains on), softmax cross-entropy over the 1 + K scores (the NCE loss of
@@ -21,17 +21,17 @@ import torch
 import torch.nn as nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
-from tqdm import tqdm
 
-from .item_features import build_entity_embedding, build_item_features, entity_vectors_path, ordered_records
-from .layers import latest_items
-from .losses import nce_loss, sample_negatives
-from .text import item_text_path, load_item_texts
-from .words import build_word_embedding
+from recbole_embsum.text.features import build_entity_embedding, build_item_features, entity_vectors_path
+from recbole_embsum.text.items import item_text_path, load_item_texts, ordered_records
+from recbole_embsum.text.words import build_word_embedding
+
+from .eval_batching import ItemVectorCache, per_distinct_history
+from .layers import TextSelfAttentionEncoder, latest_items
+from .losses import impression_candidates, nce_loss
 
 logger = logging.getLogger(__name__)
 
-NEG_ITEMS_FIELD = "neg_items"
 CANDIDATE_CHUNK_ROWS = 1 << 18  # full ranking, candidate-aware: (user, candidate, click) rows per call
 
 
@@ -73,13 +73,18 @@ class ContentRecommender(SequentialRecommender):
         if self.features.entities is not None:
             self.register_buffer("item_title_entities", self.features.entities, persistent=False)  # [n_items, E]
 
-        self._item_cache: Optional[torch.Tensor] = None  # [n_items, D] during evaluation
-        self._item_cache_key = None
+        self._item_cache = ItemVectorCache(self.n_items, self.item_encode_batch_size)  # eval item vectors [n_items, D]
 
     # ----------------------------------------------------------------------------------------------- inputs
     def word_embedding(self, config) -> nn.Embedding:
         """The word embedding table (``word_embedding_size``; GloVe / .npy vectors from ``word_embeddings``)."""
         return build_word_embedding(self.features.tokenizer, config["word_embedding_size"], config["word_embeddings"])
+
+    def self_attention_text_encoder(self, config) -> TextSelfAttentionEncoder:
+        """NRMS's text encoder over the word embeddings (``attention_heads`` x ``attention_head_size``, additive
+        attention ``query_dim``, ``dropout_prob``); NRMS, CAUM and MINS read their texts with it."""
+        return TextSelfAttentionEncoder(self.word_embedding(config), config["attention_heads"],
+                                        config["attention_head_size"], config["query_dim"], config["dropout_prob"])
 
     def entity_embedding(self, config) -> Optional[nn.Embedding]:
         """Entity embeddings, or None (logged) when no item of the dataset has title entities."""
@@ -120,12 +125,9 @@ class ContentRecommender(SequentialRecommender):
 
     def calculate_loss(self, interaction):
         """Softmax cross-entropy of each click against K impression negatives (NCE, EmbSum's Eq. (5))."""
-        if NEG_ITEMS_FIELD not in interaction:
-            raise KeyError(f"{type(self).__name__} training batches need '{NEG_ITEMS_FIELD}' (impression "
-                           f"negatives); load it via the dataset yaml's load_col and alias_of_item_id")
         history, mask = self._history(interaction)  # [B, L]
-        negatives, valid = sample_negatives(interaction[NEG_ITEMS_FIELD], self.train_neg_num)  # [B, K]
-        candidates = torch.cat([interaction[self.ITEM_ID][:, None], negatives], dim=1)  # [B, 1+K]
+        candidates, valid = impression_candidates(interaction, self.ITEM_ID, self.train_neg_num,
+                                                  type(self).__name__)  # [B, 1+K], [B, K]
         unique, inverse = torch.unique(torch.cat([history.flatten(), candidates.flatten()]), return_inverse=True)
         vectors = self.encode_items(unique)[inverse]  # each distinct item encoded once: [B*L + B*(1+K), D]
         history_vectors = vectors[: history.numel()].view(*history.shape, -1)  # [B, L, D]
@@ -136,26 +138,16 @@ class ContentRecommender(SequentialRecommender):
     # -------------------------------------------------------------------------------------------- evaluation
     def train(self, mode: bool = True):
         """Switching between training and evaluation drops the cached item vectors."""
-        self._item_cache = None
+        self._item_cache.clear()
         return super().train(mode)
 
-    def _weights_key(self):
-        """Changes whenever any parameter is modified in place (optimizer steps, ``load_state_dict``)."""
-        return tuple(p._version for p in self.parameters())
-
     def all_item_vectors(self) -> torch.Tensor:
-        """Vectors of every item [n_items, D]: in evaluation computed once and cached, in training recomputed."""
-        device = self.item_title.device
+        """Vectors of every item [n_items, D]: in evaluation each item is encoded once per pass (cached until the
+        weights change), in training recomputed with gradients."""
+        all_items = torch.arange(self.n_items, device=self.item_title.device)
         if self.training:
-            return self.encode_items(torch.arange(self.n_items, device=device))
-        key = (self._weights_key(), device)
-        if self._item_cache is None or self._item_cache_key != key:
-            chunks = torch.arange(self.n_items, device=device).split(self.item_encode_batch_size)
-            with torch.no_grad():
-                parts = [self.encode_items(chunk) for chunk in
-                         tqdm(chunks, desc="encoding items", disable=len(chunks) < 4, leave=False)]
-            self._item_cache, self._item_cache_key = torch.cat(parts), key
-        return self._item_cache
+            return self.encode_items(all_items)
+        return self._item_cache.lookup(all_items, self.encode_items, self)
 
     def predict(self, interaction):
         """Scores of (history, candidate) rows [R] (RecBole's labeled evaluation)."""
@@ -164,8 +156,9 @@ class ContentRecommender(SequentialRecommender):
         candidates = items[interaction[self.ITEM_ID]]  # [R, D]
         if self.candidate_aware:
             return self.score_candidates(items[history], mask, candidates[:, None]).squeeze(1)
-        unique, inverse = torch.unique(history, dim=0, return_inverse=True)  # labeled rows repeat histories
-        users = self.encode_user(items[unique], unique != 0)[inverse]  # [R, D]
+        # labeled rows repeat an impression's history: one user vector per distinct history
+        users = per_distinct_history(lambda seq, _: self.encode_user(items[seq], seq != 0), history,
+                                     mask.sum(dim=1))  # [R, D]
         return self.click_score(users, candidates[:, None]).squeeze(1)
 
     def full_sort_predict(self, interaction):

@@ -165,6 +165,21 @@ class TextSelfAttentionEncoder(nn.Module):
         return self.pooling(contextual, mask)[0]
 
 
+class CategoryEncoder(nn.Module):
+    """A category id -> embedding -> dropout -> dense ReLU (NAML's category views, CAUM's and MINS's category
+    encoders); id 0 (no category) has a zero embedding."""
+
+    def __init__(self, count: int, embedding_dim: int, output_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.embedding = nn.Embedding(count, embedding_dim, padding_idx=0)
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(embedding_dim, output_dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids`` [N] -> [N, output_dim]."""
+        return torch.relu(self.dense(self.dropout(self.embedding(ids))))
+
+
 def latest_items(item_seq: torch.Tensor, item_seq_len: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The latest ``n`` items of each history, still oldest first, left-aligned.
 
@@ -188,5 +203,5 @@ def masked_mean(inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bl,bld->bd", weights, inputs) / weights.sum(1, keepdim=True).clamp(min=1)
 
 
-__all__ = ["AdditiveAttention", "FastSelfAttention", "FastformerEncoder", "FastformerLayer", "MultiHeadSelfAttention",
+__all__ = ["AdditiveAttention", "CategoryEncoder", "FastSelfAttention", "FastformerEncoder", "FastformerLayer", "MultiHeadSelfAttention",
            "TextSelfAttentionEncoder", "latest_items", "masked_mean", "masked_softmax"]

@@ -25,7 +25,7 @@ import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from .content import ContentRecommender
-from .layers import AdditiveAttention, MultiHeadSelfAttention, TextSelfAttentionEncoder
+from .layers import AdditiveAttention, CategoryEncoder, MultiHeadSelfAttention
 
 
 class MultiChannelGRU(nn.Module):
@@ -56,17 +56,13 @@ class MINS(ContentRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        dropout, query_dim = config["dropout_prob"], config["query_dim"]
-        self.text_encoder = TextSelfAttentionEncoder(self.word_embedding(config), config["attention_heads"],
-                                                     config["attention_head_size"], query_dim, dropout)
+        self.text_encoder = self.self_attention_text_encoder(config)
         dim = self.text_encoder.output_dim
         self.category_encoder = None
         if "category" in self.features.category_counts:
-            self.category_encoder = nn.Sequential(
-                nn.Embedding(self.features.category_counts["category"], config["category_embedding_size"],
-                             padding_idx=0),
-                nn.Linear(config["category_embedding_size"], dim), nn.ReLU())
-        self.field_pooling = AdditiveAttention(dim, query_dim)
+            self.category_encoder = CategoryEncoder(self.features.category_counts["category"],
+                                                    config["category_embedding_size"], dim)
+        self.field_pooling = AdditiveAttention(dim, config["query_dim"])
         self.user_encoder = MultiChannelGRU(dim, config["gru_channels"])
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .content import ContentRecommender
-from .layers import AdditiveAttention
+from .layers import AdditiveAttention, CategoryEncoder
 
 
 class TextCNNView(nn.Module):
@@ -43,19 +43,6 @@ class TextCNNView(nn.Module):
         return self.pooling(self.dropout(features), mask)[0]  # Eqs. (2)-(3)
 
 
-class CategoryView(nn.Module):
-    """A category view: embedding -> dense ReLU (Eq. (4))."""
-
-    def __init__(self, count: int, dim: int, filters: int):
-        super().__init__()
-        self.embedding = nn.Embedding(count, dim, padding_idx=0)
-        self.dense = nn.Linear(dim, filters)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """``ids`` [N] -> [N, filters]."""
-        return torch.relu(self.dense(self.embedding(ids)))
-
-
 class NAML(ContentRecommender):
     r"""NAML: attentive multi-view news encoder (title, abstract, category, subcategory) and attentive user encoder."""
 
@@ -69,7 +56,7 @@ class NAML(ContentRecommender):
             field: TextCNNView(embedding, filters, config["cnn_window"], query_dim, dropout)
             for field in self.text_fields})
         self.category_views = nn.ModuleDict({
-            field: CategoryView(count, config["category_embedding_size"], filters)
+            field: CategoryEncoder(count, config["category_embedding_size"], filters)  # Eq. (4)
             for field, count in self.features.category_counts.items()})
         self.view_pooling = AdditiveAttention(filters, query_dim)  # Eqs. (5)-(6)
         self.user_pooling = AdditiveAttention(filters, query_dim)  # Eqs. (7)-(8)

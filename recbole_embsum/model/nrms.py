@@ -19,7 +19,7 @@ Click predictor: dot product (Eq. (8)).
 import torch
 
 from .content import ContentRecommender
-from .layers import AdditiveAttention, MultiHeadSelfAttention, TextSelfAttentionEncoder
+from .layers import AdditiveAttention, MultiHeadSelfAttention
 
 
 class NRMS(ContentRecommender):
@@ -29,12 +29,11 @@ class NRMS(ContentRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        heads, head_dim, query_dim = config["attention_heads"], config["attention_head_size"], config["query_dim"]
-        self.news_encoder = TextSelfAttentionEncoder(self.word_embedding(config), heads, head_dim, query_dim,
-                                                     config["dropout_prob"])
+        self.news_encoder = self.self_attention_text_encoder(config)  # Eqs. (1)-(5)
         width = self.news_encoder.output_dim  # heads * head_dim
-        self.user_self_attention = MultiHeadSelfAttention(width, heads, head_dim)
-        self.user_pooling = AdditiveAttention(width, query_dim)
+        self.user_self_attention = MultiHeadSelfAttention(width, config["attention_heads"],
+                                                          config["attention_head_size"])  # Eq. (6)
+        self.user_pooling = AdditiveAttention(width, config["query_dim"])  # Eq. (7)
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         """[N] -> [N, heads * head_dim]."""

@@ -4,6 +4,9 @@
   rows as padded tables.
 * :mod:`.backbone`: the tokenizer trained on the item text (``plm_init: scratch``) and its cache, and loading the
   encoder-decoder (``plm``: a Hugging Face name or local path).
+* :mod:`.words`: the word-level tokenizer trained on the item text (cached by corpus and settings) and word vectors
+  (random, GloVe text, or .npy) for the models trained from scratch.
+* :mod:`.features`: word, category and entity id tables per item for those models.
 
 Nothing here knows about a recommender model; models import from here.
 """

@@ -124,6 +124,24 @@ def tokenize_rows(texts: Sequence[str], tokenizer, max_tokens: int, prefix: Sequ
     return rows
 
 
+def ordered_records(item_tokens: Sequence[str], texts: Dict[str, dict], text_path: str) -> List[dict]:
+    """The text record of each RecBole internal item id; index 0 (the padding item "[PAD]") gets ``{}``.
+
+    Args:
+        item_tokens: ``dataset.field2id_token["item_id"]``.
+        texts: raw item id -> record (from ``load_item_texts(text_path)``).
+
+    Raises:
+        ValueError: naming ``text_path`` when dataset items have no text record.
+    """
+    raw_ids = [str(token) for token in item_tokens[1:]]
+    missing = [raw for raw in raw_ids if raw not in texts]
+    if missing:
+        raise ValueError(f"{text_path}: no text for {len(missing)} of {len(raw_ids)} dataset items "
+                         f"(e.g. item_id {', '.join(missing[:5])})")
+    return [{}] + [texts[raw] for raw in raw_ids]
+
+
 def build_item_token_table(item_tokens: Sequence[str], texts: Dict[str, dict], text_path: str, tokenizer,
                            template: str, title_max_tokens: int, abstract_max_tokens: int,
                            max_tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -140,13 +158,8 @@ def build_item_token_table(item_tokens: Sequence[str], texts: Dict[str, dict], t
     Raises:
         ValueError: naming ``text_path`` when dataset items have no text record.
     """
-    raw_ids = [str(token) for token in item_tokens[1:]]
-    missing = [raw for raw in raw_ids if raw not in texts]
-    if missing:
-        raise ValueError(f"{text_path}: no text for {len(missing)} of {len(raw_ids)} dataset items "
-                         f"(e.g. item_id {', '.join(missing[:5])})")
-    rendered = [""] + render_items([texts[raw] for raw in raw_ids], template, tokenizer,
-                                   title_max_tokens, abstract_max_tokens)
+    records = ordered_records(item_tokens, texts, text_path)[1:]
+    rendered = [""] + render_items(records, template, tokenizer, title_max_tokens, abstract_max_tokens)
     start_id = tokenizer.convert_tokens_to_ids(ITEM_START_TOKEN)
     rows = tokenize_rows(rendered, tokenizer, max_tokens, [start_id], [tokenizer.eos_token_id], "tokenizing items")
     return pad_rows(rows, tokenizer.pad_token_id)

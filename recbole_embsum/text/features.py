@@ -1,5 +1,6 @@
-"""Item inputs of the content baselines: word ids of title and abstract, category ids and title-entity ids, one
-row per RecBole internal item id (row 0 = the padding item, all zeros), built once from the item text store.
+"""Item inputs of the word-level content models (the baselines trained from scratch): word ids of title and abstract, category ids and title-entity ids, one
+row per RecBole internal item id (row 0 = the padding item, all zeros), built once from the item text store
+(records in internal-id order from ``items.ordered_records``).
 
 * Words: the word-level tokenizer of ``words.py``, trained on the titles and abstracts of all items.
 * Categories: ``category`` and ``subcategory`` strings of the text records, numbered in sorted order from 1
@@ -15,7 +16,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import torch
 from tokenizers import Tokenizer
 
-from .words import build_word_embedding, encode_words, load_or_train_word_tokenizer, text_corpus
+from .words import encode_words, load_or_train_word_tokenizer, text_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +39,6 @@ class ItemFeatures(NamedTuple):
     entities: Optional[torch.Tensor]  # [n_items, E] entity ids, 0 = padding; None when no item has entities
     entity_ids: List[str]  # entity id i -> WikiData id (index 0 = padding)
     tokenizer: Tokenizer
-
-
-def ordered_records(item_tokens: Sequence[str], texts: Dict[str, dict], text_path: str) -> List[dict]:
-    """The text record of each internal item id (index 0, the padding item, gets an empty record).
-
-    Raises:
-        ValueError: naming ``text_path`` when dataset items have no text record.
-    """
-    raw_ids = [str(token) for token in item_tokens[1:]]
-    missing = [raw for raw in raw_ids if raw not in texts]
-    if missing:
-        raise ValueError(f"{text_path}: no text for {len(missing)} of {len(raw_ids)} dataset items "
-                         f"(e.g. item_id {', '.join(missing[:5])})")
-    return [{}] + [texts[raw] for raw in raw_ids]
 
 
 def _category_ids(records: Sequence[dict], field: str):
@@ -126,5 +113,4 @@ def build_entity_embedding(entity_ids: Sequence[str], dim: int, path: str) -> to
     return embedding
 
 
-__all__ = ["ItemFeatures", "build_entity_embedding", "build_item_features", "build_word_embedding",
-           "entity_vectors_path", "ordered_records"]
+__all__ = ["ItemFeatures", "build_entity_embedding", "build_item_features", "entity_vectors_path"]
