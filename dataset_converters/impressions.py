@@ -152,12 +152,13 @@ class ImpressionWriter:
         return False
 
     # -- items ---------------------------------------------------------------------------------------------------
-    def item(self, item_id, title, abstract, category, subcategory):
-        """One item: categorical features to `.item`, exact text to `.text.jsonl`."""
+    def item(self, item_id, title, abstract, category, subcategory, **extra):
+        """One item: categorical features to `.item`, exact text to `.text.jsonl` (with `extra` fields, e.g. MIND's
+        title/abstract entity ids)."""
         self._catalogue.append(item_id)
         self._items.write((item_id, category, subcategory))
         self._texts.write({"item_id": item_id, "title": title, "abstract": abstract,
-                           "category": category, "subcategory": subcategory})
+                           "category": category, "subcategory": subcategory, **extra})
         self.stats.add_item(title, abstract, category, subcategory)
 
     # -- rows ----------------------------------------------------------------------------------------------------

@@ -22,16 +22,21 @@ Rules:
   * Ids missing from every news.tsv are counted in the stats and dropped: from a history, the id is removed; from an
     impression, the candidate is removed; an impression left without candidates (or, in train, without a click)
     writes no row and is counted as dropped.
-  * Items: every news id of every split's news.tsv, first occurrence wins, in file order.
+  * Items: every news id of every split's news.tsv, first occurrence wins, in file order. A news item with title or
+    abstract entities gets `title_entities` / `abstract_entities` (lists of WikiData ids) in `.text.jsonl`.
+  * Entity vectors: the splits' `entity_embedding.vec` files (when present) are merged into
+    `<name>.entity_embedding.vec` (tab separated id and numbers; first occurrence of an id wins).
 Everything is streamed line by line; only the set of news ids and the per-split counters stay in memory.
 """
 import datetime
+import json
 import logging
 import os
 import re
 import sys
 import zlib
 
+from .atomic import AtomicFile
 from .impressions import ImpressionWriter, add_common_arguments, converter_main, options_from_args, run_conversion
 from .reading import BadLineError, LineErrors, Source, open_zip, split_columns
 
@@ -39,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 NEWS_COLUMNS = ("news_id", "category", "subcategory", "title", "abstract", "url", "title_entities",
                 "abstract_entities")
+ENTITY_FIELDS = ("title_entities", "abstract_entities")  # kept in .text.jsonl as WikiData id lists (when present)
+ENTITY_VECTORS = "entity_embedding.vec"  # MIND's TransE entity vectors, merged into <name>.entity_embedding.vec
 BEHAVIOR_COLUMNS = ("impression_id", "user_id", "time", "history", "impressions")
 RAW_SPLITS = ("train", "dev", "test")
 VALID_BY = ("impression", "user")
@@ -120,12 +127,66 @@ def parse_time(text):
     return datetime.datetime(year, month, day, hour, minute, second, tzinfo=_UTC).timestamp()
 
 
+def parse_entities(label, line_no, field, text):
+    """WikiData ids of a news.tsv entity column (a JSON list of objects with `WikidataId`; empty -> [])."""
+    if not text.strip():
+        return []
+    try:
+        entities = json.loads(text)
+        return [str(entity["WikidataId"]) for entity in entities]
+    except (ValueError, TypeError, KeyError) as error:
+        raise BadLineError(label, line_no, field, f"expected a JSON list of objects with 'WikidataId' "
+                                                  f"({type(error).__name__}: {error})") from None
+
+
 def parse_news(label, line_no, text):
+    """-> (news_id, category, subcategory, title, abstract, extra text fields: entity ids when there are any)."""
     columns = split_columns(label, line_no, text, NEWS_COLUMNS)
     news_id = columns[0]
     if not news_id or news_id != news_id.strip() or " " in news_id:
         raise BadLineError(label, line_no, "news_id", f"empty or contains spaces: {news_id!r}")
-    return columns[:5]
+    entities = {field: parse_entities(label, line_no, field, columns[NEWS_COLUMNS.index(field)])
+                for field in ENTITY_FIELDS}
+    return (*columns[:5], entities if any(entities.values()) else {})
+
+
+def parse_entity_vector(label, line_no, text):
+    """A line of MIND's entity_embedding.vec (`Q123<TAB>v_1<TAB>...`) -> (id, numbers as written)."""
+    fields = text.split()
+    try:
+        [float(value) for value in fields[1:]]
+    except ValueError as error:
+        raise BadLineError(label, line_no, "vector", str(error)) from None
+    if len(fields) < 2:
+        raise BadLineError(label, line_no, "vector", "expected an entity id and its numbers")
+    return fields[0], fields[1:]
+
+
+def entity_vector_sources(splits):
+    """The `entity_embedding.vec` beside each split's news.tsv (folder or zip member), where there is one."""
+    sources = []
+    for news, _ in splits.values():
+        if news.member is None:
+            path = os.path.join(os.path.dirname(news.path), ENTITY_VECTORS)
+            if os.path.isfile(path):
+                sources.append(Source(path))
+        else:
+            with open_zip(news.path) as archive:
+                members = [m for m in archive.namelist() if os.path.basename(m) == ENTITY_VECTORS]
+            sources += [Source(news.path, member) for member in members[:1]]
+    return sources
+
+
+def write_entity_vectors(sources, path, errors):
+    """Merge the splits' entity vectors into one file (first occurrence of an id wins); returns the entity count."""
+    seen = set()
+    with AtomicFile(path) as handle:
+        for source in sources:
+            for entity, vector in errors.parse(source, source.lines(source.label), parse_entity_vector):
+                if entity not in seen:
+                    seen.add(entity)
+                    handle.write("\t".join([entity, *vector]) + "\n")
+    return len(seen)
 
 
 def parse_behavior(label, line_no, text, labeled):
@@ -210,11 +271,15 @@ def convert_mind(input_dir, output, options, valid_fraction=0.1, variant=None, v
                                             f"{round(valid_fraction * 10000)}, else test")
         known = set()
         for split, (news, _) in splits.items():
-            for news_id, category, subcategory, title, abstract in errors.parse(
+            for news_id, category, subcategory, title, abstract, entities in errors.parse(
                     news, news.lines(f"{split} news"), parse_news):
                 if news_id not in known:
                     known.add(news_id)
-                    writer.item(news_id, title, abstract, category, subcategory)
+                    writer.item(news_id, title, abstract, category, subcategory, **entities)
+        vector_sources = entity_vector_sources(splits)
+        if vector_sources:
+            writer.stats.notes["entities"] = write_entity_vectors(
+                vector_sources, writer.path(".entity_embedding.vec"), errors)
         unknown = writer.stats.unknown
         for split, (_, behaviors) in splits.items():
             labeled = split != "test"

@@ -34,9 +34,10 @@ OUTPUT_SUFFIXES = (
     ".stats.json",
     ".yaml",
     ".store",  # the history store folder (dataset_converters/store.py)
+    ".entity_embedding.vec",  # MIND's entity vectors, merged over the splits
 )
 # Prefixes (after `<name>`) of caches built from the converted text; stale once the text changes.
-DERIVED_PREFIXES = (".tokenizer",)
+DERIVED_PREFIXES = (".tokenizer", ".words-")  # EmbSum's scratch tokenizer; the baselines' word tokenizers
 
 
 def check_name(name):

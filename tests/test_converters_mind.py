@@ -254,3 +254,39 @@ def test_stats_put_table4_beside_our_split(tiny, capsys):
     positive = next(line for line in lines if line.startswith("# positive"))
     assert positive.split()[2:] == ["4", "1", "1", "236344", "10775", "100608"]
     assert any(line.startswith("# category") and "(paper: 18)" in line for line in lines)
+
+
+def test_title_entities_and_entity_vectors_are_kept(tmp_path):
+    raw = write_mind(tmp_path / "raw")
+    entities = json.dumps([{"Label": "Paris", "Type": "G", "WikidataId": "Q90", "Confidence": 1.0,
+                            "OccurrenceOffsets": [0], "SurfaceForms": ["Paris"]}])
+    for split, vectors in (("train", "Q90\t0.1\t0.2\t\nQ5\t1\t2\t\n"), ("dev", "Q90\t9\t9\t\nQ7\t3\t4\t\n")):
+        news = os.path.join(raw, split, "news.tsv")
+        lines = open(news, encoding="utf-8").read().splitlines()
+        columns = lines[0].split("\t")
+        columns[6] = entities  # title_entities of the first news item
+        lines[0] = "\t".join(columns)
+        with open(news, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        with open(os.path.join(raw, split, "entity_embedding.vec"), "w", encoding="utf-8") as handle:
+            handle.write(vectors)
+    convert(raw, tmp_path / "out")
+    folder = tmp_path / "out" / "mind"
+    texts = [json.loads(line) for line in open(folder / "mind.text.jsonl", encoding="utf-8")]
+    assert texts[0]["title_entities"] == ["Q90"] and texts[0]["abstract_entities"] == []
+    assert "title_entities" not in texts[2]  # items without entities keep the five text fields only
+    assert (folder / "mind.entity_embedding.vec").read_text(encoding="utf-8") == \
+        "Q90\t0.1\t0.2\nQ5\t1\t2\nQ7\t3\t4\n"  # first occurrence wins
+
+
+def test_malformed_entities_name_file_line_and_field(tmp_path):
+    raw = write_mind(tmp_path / "raw")
+    news = os.path.join(raw, "train", "news.tsv")
+    lines = open(news, encoding="utf-8").read().splitlines()
+    columns = lines[1].split("\t")
+    columns[7] = "[{not json"
+    lines[1] = "\t".join(columns)
+    with open(news, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    with pytest.raises(BadLineError, match=r"news.tsv, line 2, field 'abstract_entities'"):
+        convert(raw, tmp_path / "out")
