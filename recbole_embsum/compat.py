@@ -9,7 +9,6 @@ DDP helpers they use, in ``distributed.py``, with the same rule: each names the 
 Not patched on purpose: numpy 2 and pandas 3 breakages (``np.float_`` in ``Config``, copy-on-write ``fillna(inplace)``,
 ``agg(len)``) are avoided by the pins in setup.py rather than by rewriting RecBole's data pipeline.
 """
-import contextlib
 import difflib
 import functools
 import importlib.util
@@ -131,49 +130,66 @@ def install_model_lookup():
         module.get_model = get_model
 
 
-# --- 2. torch >= 2.6 loads checkpoints with weights_only=True ---------------------------------------------------------
-# RecBole pickles its whole Config (enums, torch.device, protocol-4 FRAME opcodes) into every checkpoint, so
-# torch.load(path) with the weights_only default of torch >= 2.6 fails in Trainer.evaluate(load_best_model=True),
-# Trainer.resume_checkpoint and quick_start.load_data_and_model. These three calls read checkpoints RecBole itself
-# wrote in the user's checkpoint_dir; only they are allowed the full unpickler, for the duration of the call.
-# torch reads TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD on each call and it does not override an explicit weights_only=.
-_FORCE_FULL_UNPICKLE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+# --- 2. RecBole checkpoints need the full unpickler ------------------------------------------------------------------
+# RecBole's Trainer._save_checkpoint pickles its whole Config (enums, torch.device, protocol-4 FRAME opcodes) into
+# every checkpoint, so reading one back (Trainer.evaluate(load_best_model=True), Trainer.resume_checkpoint,
+# quick_start.load_data_and_model) takes torch.load(weights_only=False): torch >= 2.6 refuses such files by default,
+# and allowing them would run whatever code a crafted checkpoint names. Instead every RecBole trainer writes the
+# plain-data format of checkpoint.py (config as plain values, random states for an exact resume), and those readers
+# use torch.load(weights_only=True) through checkpoint.load; fit() also resumes from the `resume` option.
+_recbole_trainer = {name: getattr(recbole.trainer.trainer.Trainer, name)
+                    for name in ("_save_checkpoint", "resume_checkpoint", "evaluate", "fit")}
 
 
-@contextlib.contextmanager
-def trusted_checkpoint_loading():
-    """Allow torch.load to unpickle RecBole's own checkpoints inside this block only."""
-    previous = os.environ.get(_FORCE_FULL_UNPICKLE)
-    os.environ[_FORCE_FULL_UNPICKLE] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(_FORCE_FULL_UNPICKLE, None)
-        else:
-            os.environ[_FORCE_FULL_UNPICKLE] = previous
+def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+    from recbole_embsum import checkpoint
+
+    checkpoint.save_trainer(self, epoch, verbose=verbose, **kwargs)
 
 
-def _loading_trusted_checkpoints(function):
-    if getattr(function, "_embsum_trusted", False):
-        return function
+def _resume_checkpoint(self, resume_file):
+    from recbole_embsum import checkpoint
 
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with trusted_checkpoint_loading():
-            return function(*args, **kwargs)
+    checkpoint.resume(self, resume_file)
 
-    wrapper._embsum_trusted = True
-    return wrapper
+
+@functools.wraps(_recbole_trainer["evaluate"])
+def _evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+    from recbole_embsum import checkpoint
+
+    if eval_data and load_best_model:
+        checkpoint.load_best(self, model_file)
+    return _recbole_trainer["evaluate"](self, eval_data, load_best_model=False, show_progress=show_progress)
+
+
+@functools.wraps(_recbole_trainer["fit"])
+def _fit(self, train_data, *args, **kwargs):
+    from recbole_embsum import checkpoint
+
+    checkpoint.prepare_fit(self, train_data)
+    return _recbole_trainer["fit"](self, train_data, *args, **kwargs)
+
+
+def _load_data_and_model(model_file):
+    from recbole_embsum import checkpoint
+
+    return checkpoint.load_data_and_model(model_file)
+
+
+for _patch in (_save_checkpoint, _resume_checkpoint, _evaluate, _fit):
+    _patch._embsum_checkpoints = True  # functools.wraps carries it through later wrappers (distributed.py)
 
 
 def install_checkpoint_loading():
     trainer_cls = recbole.trainer.trainer.Trainer
-    trainer_cls.evaluate = _loading_trusted_checkpoints(trainer_cls.evaluate)
-    trainer_cls.resume_checkpoint = _loading_trusted_checkpoints(trainer_cls.resume_checkpoint)
-    patched = _loading_trusted_checkpoints(recbole.quick_start.quick_start.load_data_and_model)
-    recbole.quick_start.quick_start.load_data_and_model = patched
-    recbole.quick_start.load_data_and_model = patched
+    if getattr(trainer_cls.fit, "_embsum_checkpoints", False):
+        return
+    trainer_cls._save_checkpoint = _save_checkpoint
+    trainer_cls.resume_checkpoint = _resume_checkpoint
+    trainer_cls.evaluate = _evaluate
+    trainer_cls.fit = _fit
+    recbole.quick_start.quick_start.load_data_and_model = _load_data_and_model
+    recbole.quick_start.load_data_and_model = _load_data_and_model
 
 
 # --- 3. Sequential CE models refuse RecBole's own default negative sampling --------------------------------------------

@@ -6,8 +6,9 @@ Importing this package registers EmbSum with RecBole (see ``registry.py``), so R
 * ``run(...)`` with ``nproc > 1`` spawns workers that import ``recbole_embsum`` first (RecBole's own spawn target
   lives in ``recbole.quick_start`` and would not know EmbSum in the child processes);
 * the ``run_recbole`` console script, taking the flags of RecBole's ``run_recbole.py``
-  (``--model --dataset --config_files --nproc --world_size --ip --port --group_offset``); any ``--key=value`` left
-  over is read by RecBole's ``Config`` from the command line, as in RecBole. Config values that cannot work stop it with one line
+  (``--model --dataset --config_files --nproc --world_size --ip --port --group_offset``) and ``--resume=PATH``
+  (continue a run from its checkpoint, see ``checkpoint.py``); any ``--key=value`` left over is read by RecBole's
+  ``Config`` from the command line, as in RecBole. Config values that cannot work stop it with one line
   (``validation.py``).
 """
 import argparse
@@ -17,10 +18,10 @@ from collections.abc import MutableMapping
 import recbole.quick_start
 
 import recbole_embsum  # noqa: F401  (registration must happen in spawned workers too)
-from recbole_embsum import compat, validation
+from recbole_embsum import checkpoint, compat, validation
 
 run_recbole = recbole.quick_start.run_recbole
-load_data_and_model = recbole.quick_start.load_data_and_model
+load_data_and_model = checkpoint.load_data_and_model  # RecBole's, reading our checkpoints without the full unpickler
 
 
 def _run_rank(rank, model, dataset, config_file_list, kwargs):
@@ -76,6 +77,8 @@ def build_parser():
     parser.add_argument("--port", type=str, default="5678", help="port of the rank-0 machine")
     parser.add_argument("--world_size", type=int, default=-1, help="processes over all machines")
     parser.add_argument("--group_offset", type=int, default=0, help="global rank of this machine's first process")
+    parser.add_argument("--resume", type=str, default=None, metavar="PATH",
+                        help="continue the run that wrote this checkpoint (same options) exactly where it was saved")
     return parser
 
 
@@ -90,13 +93,14 @@ def main(argv=None):
             args.model,
             args.dataset,
             config_file_list=config_file_list,
+            config_dict={"resume": args.resume} if args.resume else None,
             nproc=args.nproc,
             world_size=args.world_size,
             ip=args.ip,
             port=args.port,
             group_offset=args.group_offset,
         )
-    except (validation.ConfigError, compat.UnknownModelError) as err:
+    except (validation.ConfigError, compat.UnknownModelError, checkpoint.CheckpointError) as err:
         print(f"run_recbole: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,10 +1,10 @@
-"""`EmbSumTrainer`: RecBole's `Trainer` with the training loop a T5-based recommender needs (issue #4).
+"""`EmbSumTrainer`: RecBole's `Trainer` with the training loop a T5-based recommender needs.
 
-What it adds to `recbole.trainer.Trainer` (see ../shared/notes/recbole-1.2.1.md, section 4):
+What it adds to `recbole.trainer.Trainer`:
 
 * **Named loss parts.** ``calculate_loss`` may return a tuple (EmbSum: ``(L_NCE, lambda * L_sum)``, Eq. (6)); each
-  part is logged under the model's ``loss_names`` (e.g. ``nce``, ``summary``) instead of RecBole's ``loss1, loss2``.
-  Reported epoch losses are means per micro-batch (RecBole reports sums).
+  part is logged under the model's ``loss_names`` (e.g. ``nce``, ``summary``) instead of RecBole's ``loss1, loss2``
+  (``progress.py``). Reported epoch losses are means per micro-batch (RecBole reports sums).
 * **Gradient accumulation** (``grad_accum_steps``): the optimizer steps every N micro-batches on the mean of their
   losses, and once more on the last, partial group of an epoch (weighted by its actual size).
 * **Warm-up + decay** (``lr_scheduler: linear|cosine|constant``, ``warmup_steps`` or ``warmup_ratio``) through
@@ -13,28 +13,24 @@ What it adds to `recbole.trainer.Trainer` (see ../shared/notes/recbole-1.2.1.md,
 * **Mixed precision** (``enable_amp``; ``amp_dtype: bfloat16|float16``, default bfloat16 because T5 overflows in
   fp16). A `GradScaler` exists only for float16, once per trainer, and gradients are unscaled before clipping
   (RecBole clips scaled gradients and recreates its scaler every epoch).
-* **Checkpoints** carry the LR scheduler, the scaler and the optimizer-step count; `resume_checkpoint` restores them
-  so a resumed run continues exactly; saving is atomic; the user's own checkpoint files are read with
-  ``torch.load(weights_only=False)`` (RecBole pickles its Config, which torch >= 2.6 refuses by default).
+* **Checkpoints** (format and random states: ``checkpoint.py``) also carry the LR scheduler, the scaler and the
+  optimizer-step count; ``resume_checkpoint`` (or the ``resume`` option) restores them so a resumed run continues
+  exactly; saving is atomic; files are read with ``torch.load(weights_only=True)``.
 * **Non-finite loss**: training stops with `NonFiniteLossError` naming the epoch, batch, optimizer step and loss part,
   before the bad step's backward pass, so no checkpoint of a broken model is written.
-* **Data parallel** (issue #8): RecBole's DDP hooks (``set_reduce_hook``/``sync_grad_loss``) are kept; micro-batches
+* **Data parallel**: RecBole's DDP hooks (``set_reduce_hook``/``sync_grad_loss``) are kept; micro-batches
   inside an accumulation group skip the gradient all-reduce (``DistributedDataParallel.no_sync``); logged losses are
   averaged over ranks; only rank 0 writes checkpoints, and the others wait for the write. The rest of the DDP path
   (gloo on CPU, the DDP wrapper, evaluation over all ranks' rows, one checkpoint name) is `distributed.install()`.
 """
 import contextlib
 import math
-import os
-import tempfile
 
 import torch
 from recbole.trainer import Trainer
-from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
-from tqdm import tqdm
 
-from recbole_embsum import distributed
+from recbole_embsum import checkpoint, distributed, progress
 
 # Our names -> transformers.get_scheduler names ("constant" keeps the warm-up, which transformers' "constant" drops).
 LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -54,24 +50,6 @@ def _option(config, key, default):
 def _loss_parts(losses):
     """``calculate_loss`` output as a tuple of scalar tensors."""
     return tuple(losses) if isinstance(losses, (tuple, list)) else (losses,)
-
-
-def load_checkpoint(path, device):
-    """Read a checkpoint written by RecBole or this trainer (a trusted local file: it pickles the whole Config)."""
-    return torch.load(str(path), map_location=device, weights_only=False)
-
-
-def save_checkpoint_atomically(state, path):
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
-    os.close(handle)
-    try:
-        torch.save(state, temp_path, pickle_protocol=4)
-        os.replace(temp_path, path)
-    except BaseException:
-        os.unlink(temp_path)
-        raise
 
 
 class EmbSumTrainer(Trainer):
@@ -157,11 +135,8 @@ class EmbSumTrainer(Trainer):
         return self.distributed_model.no_sync()
 
     def loss_names(self, count):
-        """Names of ``count`` loss parts: the model's ``loss_names`` when it has matching ones, else loss1.."""
-        names = getattr(self.model, "loss_names", None)
-        if names is not None and len(names) == count:
-            return tuple(names)
-        return tuple(f"loss{i + 1}" for i in range(count))
+        """Names of ``count`` loss parts (see `progress.loss_names`)."""
+        return progress.loss_names(self.model, count)
 
     def _check_finite(self, values, epoch_idx, batch_idx, num_batches):
         """Raise `NonFiniteLossError` if any loss part (``values``: float tensor [parts]) is NaN or infinite."""
@@ -196,11 +171,7 @@ class EmbSumTrainer(Trainer):
         if not self.config["single_spec"] and train_data.shuffle:
             train_data.sampler.set_epoch(epoch_idx)
         num_batches = len(train_data)
-        iter_data = (
-            tqdm(train_data, total=num_batches, ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
-            if show_progress
-            else train_data
-        )
+        iter_data = progress.batches(train_data, epoch_idx, show_progress)
         totals = None  # float tensor [parts]: summed over micro-batches
         self.optimizer.zero_grad(set_to_none=True)
         for batch_idx, interaction in enumerate(iter_data):
@@ -223,104 +194,42 @@ class EmbSumTrainer(Trainer):
             if ends_group:
                 self._optimizer_step()
             if show_progress:
-                lr = self.optimizer.param_groups[0]["lr"]
-                iter_data.set_postfix_str(f"loss={values.sum().item():.4f} lr={lr:.2e}")
+                progress.show_batch(iter_data, values.sum().item(), self.optimizer.param_groups[0]["lr"])
         means = (totals / num_batches).tolist()
         return tuple(means) if len(means) > 1 else means[0]
 
     # ------------------------------------------------------------------------------------------- logging
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         places = self.config["loss_decimal_place"] or 4
-        output = (set_color("epoch %d training", "green") + " [" + set_color("time", "blue") + ": %.2fs, ") % (
-            epoch_idx,
-            e_time - s_time,
-        )
-        if isinstance(losses, tuple):
-            named = ", ".join(
-                set_color(f"{name}", "blue") + f": {value:.{places}f}"
-                for name, value in zip(self.loss_names(len(losses)), losses)
-            )
-            output += set_color("train loss", "blue") + f": {sum(losses):.{places}f} ({named})"
-        else:
-            output += set_color("train loss", "blue") + f": {losses:.{places}f}"
         lr = self.optimizer.param_groups[0]["lr"]
-        return output + ", " + set_color("lr", "blue") + f": {lr:.3e}]"
+        return progress.epoch_line(self.model, epoch_idx, e_time - s_time, losses, lr, places)
 
     def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
-        if isinstance(losses, tuple):
-            for name, loss in zip(self.loss_names(len(losses)), losses):
-                self.tensorboard.add_scalar(f"{tag}/{name}", loss, epoch_idx)
-        else:
-            self.tensorboard.add_scalar(tag, losses, epoch_idx)
+        progress.tensorboard_losses(self.tensorboard, self.model, epoch_idx, losses, tag)
 
     # ---------------------------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        """RecBole's checkpoint plus scheduler, scaler and step count; written atomically by rank 0 only."""
+        """The checkpoint of `checkpoint.trainer_state` plus scheduler, scaler and step count; written atomically
+        by rank 0 only (every rank takes part: the random states of all ranks are gathered)."""
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = checkpoint.trainer_state(self, epoch, getattr(self, "train_loader", None))
         if distributed.is_main_process(self.config):
-            scheduler_state = self.scheduler.state_dict() if self.scheduler else self._resumed_scheduler_state
-            state = {
-                "config": self.config,
-                "epoch": epoch,
-                "cur_step": self.cur_step,
-                "best_valid_score": self.best_valid_score,
-                "state_dict": self.model.state_dict(),
-                "other_parameter": self.model.other_parameter(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": scheduler_state,
+            state.update({
+                "scheduler": self.scheduler.state_dict() if self.scheduler else self._resumed_scheduler_state,
                 "scaler": self.scaler.state_dict(),
                 "global_step": self.global_step,
-            }
-            save_checkpoint_atomically(state, saved_model_file)
+            })
+            checkpoint.save(state, saved_model_file)
             if verbose:
-                self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+                self.logger.info(checkpoint.saved_message(saved_model_file))
         distributed.barrier(self.config)  # other ranks may read the file right after (best-model reload)
 
     def resume_checkpoint(self, resume_file):
-        """Continue training from ``resume_file``: model, optimizer, LR schedule, scaler, epoch and step counts.
-
-        As in RecBole, later checkpoints of this run are written to ``resume_file``.
-        """
-        resume_file = str(resume_file)
-        checkpoint = load_checkpoint(resume_file, self.device)
-        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
-            self.logger.warning(
-                f"{resume_file} was trained as {checkpoint['config']['model']}, not {self.config['model']}; "
-                "loading its state_dict may fail."
-            )
-        self.saved_model_file = resume_file
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self._resumed_scheduler_state = checkpoint.get("scheduler")
+        """Continue training from ``resume_file``: model, optimizer, LR schedule, scaler, epoch and step counts, and
+        (at the start of ``fit``) the random states. As in RecBole, later checkpoints go to ``resume_file``."""
+        state = checkpoint.resume(self, resume_file)
+        self._resumed_scheduler_state = state.get("scheduler")
         self.scheduler = None
-        if checkpoint.get("scaler"):
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        self.global_step = checkpoint.get("global_step", 0)
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
-
-    # ----------------------------------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        """RecBole's evaluation, loading the best checkpoint (or ``model_file``) with the full unpickler.
-
-        Under DDP only rank 0 reads the file and sends the weights to the others, so ranks on other machines need
-        not see rank 0's checkpoint folder.
-        """
-        if not eval_data:
-            return None
-        if load_best_model:
-            checkpoint_file = model_file or self.saved_model_file
-            other_parameter = None
-            if distributed.is_main_process(self.config):
-                checkpoint = load_checkpoint(checkpoint_file, self.device)
-                self.model.load_state_dict(checkpoint["state_dict"])
-                other_parameter = checkpoint.get("other_parameter")
-                self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
-            distributed.broadcast_module(self.model, self.config)
-            self.model.load_other_parameter(distributed.broadcast_object(other_parameter, self.config))
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
-
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.global_step = state.get("global_step", 0)

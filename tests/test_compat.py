@@ -1,6 +1,8 @@
 """Each RecBole workaround in recbole_embsum.compat: still needed (upstream behaviour) and still working (ours)."""
+import logging
 import os
 import pickle
+import types
 
 import pytest
 import recbole.config.configurator
@@ -11,6 +13,8 @@ import recbole.utils
 import recbole.utils.utils
 import torch
 from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer, init_seed
 
 import recbole_embsum  # noqa: F401  (installs the workarounds)
 from recbole_embsum import compat
@@ -55,32 +59,52 @@ def test_every_binding_of_get_model_is_patched_and_known_models_still_resolve():
         Config(model="Nope", dataset="ml-100k")
 
 
-# --- torch >= 2.6 weights_only checkpoint loading --------------------------------------------------------------------
-@pytest.fixture
-def recbole_style_checkpoint(tmp_path):
-    """A file shaped like RecBole's Trainer._save_checkpoint output: a pickled Config, protocol 4."""
+# --- RecBole checkpoints need the full unpickler ---------------------------------------------------------------------
+class _Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(2))
+
+    def other_parameter(self):
+        return {}
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")  # RecBole saves with protocol 4
+def test_recbole_own_checkpoints_need_the_full_unpickler(tmp_path):
+    # Needed: RecBole's own _save_checkpoint pickles its Config, which torch.load(weights_only=True) refuses.
     config = Config(model="BPR", dataset="ml-100k", config_dict={"data_path": str(tmp_path)})
-    path = tmp_path / "BPR-test.pth"
-    torch.save({"config": config, "state_dict": {}, "epoch": 0}, path, pickle_protocol=4)
-    return path
-
-
-def test_default_torch_load_rejects_recbole_checkpoints(recbole_style_checkpoint):
-    # Needed: torch >= 2.6 defaults to weights_only=True, which cannot unpickle RecBole's Config.
-    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") is None
+    model = _Tiny()
+    trainer = types.SimpleNamespace(config=config, cur_step=0, best_valid_score=0.0, model=model,
+                                    optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                    saved_model_file=str(tmp_path / "BPR-recbole.pth"), logger=logging.getLogger())
+    compat._recbole_trainer["_save_checkpoint"](trainer, 0, verbose=False)
     with pytest.raises(pickle.UnpicklingError):
-        torch.load(recbole_style_checkpoint)
+        torch.load(trainer.saved_model_file, weights_only=True)
 
 
-def test_trusted_loading_is_scoped_to_recbole_checkpoint_readers(recbole_style_checkpoint):
-    with compat.trusted_checkpoint_loading():
-        checkpoint = torch.load(recbole_style_checkpoint)
-    assert checkpoint["config"]["model"] == "BPR"
-    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") is None  # restored: other loads stay weights-only
-    assert recbole.trainer.trainer.Trainer.evaluate._embsum_trusted
-    assert recbole.trainer.trainer.Trainer.resume_checkpoint._embsum_trusted
-    assert recbole.quick_start.load_data_and_model._embsum_trusted
-    assert recbole.quick_start.quick_start.load_data_and_model._embsum_trusted
+def test_recbole_trainer_writes_and_reloads_plain_checkpoints(mind_dataset, tmp_path, monkeypatch):
+    # Works: BPR under RecBole's plain Trainer saves plain data, evaluate() reloads it weights-only, and the
+    # environment switch that would allow the full unpickler is never set.
+    monkeypatch.chdir(tmp_path)
+    data_path, name = mind_dataset
+    config = Config(model="BPR", dataset=name, config_dict={
+        "data_path": data_path, "checkpoint_dir": str(tmp_path / "saved"), "epochs": 1, "show_progress": False,
+        "metrics": ["AUC"], "valid_metric": "AUC"})
+    init_seed(0, True)
+    train, valid, test = data_preparation(config, create_dataset(config))
+    model = get_model("BPR")(config, train._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, model)
+    assert type(trainer) is recbole.trainer.trainer.Trainer
+    trainer.fit(train, valid, saved=True)
+    saved = torch.load(trainer.saved_model_file, weights_only=True)
+    assert saved["config"]["model"] == "BPR" and saved["settings"]["dataset"] == name
+    trained = trainer.evaluate(test, load_best_model=False)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    assert trainer.evaluate(test, load_best_model=True) == trained
+    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") is None
+    assert recbole.quick_start.load_data_and_model is recbole.quick_start.quick_start.load_data_and_model
 
 
 def test_patches_are_idempotent():

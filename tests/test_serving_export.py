@@ -9,6 +9,7 @@ import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 
+from recbole_embsum.checkpoint import model_checkpoint, save
 from recbole_embsum.model import EmbSum
 from recbole_embsum.serving.export import export_model
 from recbole_embsum.serving.layout import MANIFEST_FILE, shard_name
@@ -143,8 +144,7 @@ def test_cli_export_from_a_recbole_checkpoint_then_recommend(built, exported, tm
     config, _, _, model, _ = built
     monkeypatch.chdir(tmp_path)  # RecBole's load_data_and_model writes its log folder into the working directory
     checkpoint = tmp_path / "EmbSum-test.pth"
-    torch.save({"config": config, "state_dict": model.state_dict(), "other_parameter": model.other_parameter()},
-               checkpoint)  # what RecBole's Trainer saves (plus optimizer state and counters)
+    save(model_checkpoint(model, config), checkpoint)  # what the trainer saves (plus optimizer state and counters)
     out = tmp_path / "cli-export"
     assert main(["export", "--checkpoint", str(checkpoint), "--output", str(out), "--summaries",
                  "--batch-size", "32"]) == 0
@@ -225,3 +225,48 @@ def test_worker_slot_defaults_to_the_process_groups_world_size_and_rank(tmp_path
         assert worker_slot(worker_index=0) == (1, 0)
     finally:
         dist.destroy_process_group()
+
+
+def test_every_export_file_has_the_same_permissions(exported):
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {name: os.stat(exported / name).st_mode & 0o777 for name in os.listdir(exported)}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_full_disk_during_export_is_one_line_naming_the_shard_and_leaves_no_temporary_file(built, tmp_path,
+                                                                                            monkeypatch, capsys):
+    import errno
+
+    from dataset_converters.atomic import AtomicFile
+    from recbole_embsum.cli import main
+    from recbole_embsum.serving import layout
+
+    config, _, _, model, _ = built
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tmp_path / "EmbSum-test.pth"
+    save(model_checkpoint(model, config), checkpoint)
+
+    class FullDisk:
+        """A file handle on a disk that fills up: a few bytes land, then ENOSPC (which names no file)."""
+
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            self.handle.write(data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    class FillingUp(AtomicFile):
+        def __enter__(self):
+            handle = super().__enter__()
+            return FullDisk(handle) if os.path.basename(self.path).startswith("users-") else handle
+
+    monkeypatch.setattr(layout, "AtomicFile", FillingUp)
+    out = tmp_path / "out"
+    assert main(["export", "--checkpoint", str(checkpoint), "--output", str(out), "--shard-rows", "64"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"recbole-embsum export: error: {out / shard_name('users', 0)}: No space left on device; the "
+                   f"disk is full; free some space or choose another --output, then rerun")
+    assert not [name for name in os.listdir(out) if name.startswith(".")]  # no temporary files left
+    assert (out / shard_name("items", 0)).exists() and not (out / MANIFEST_FILE).exists()

@@ -108,6 +108,7 @@ def run_compare(args):
 
 def run_evaluate_summaries(args):
     from recbole_embsum.evaluation import summaries
+    from recbole_embsum.outputs import describe_os_error
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.max_users is not None and args.max_users < 1:
@@ -116,8 +117,11 @@ def run_evaluate_summaries(args):
     try:
         result = summaries.evaluate_summaries(args.checkpoint, args.references, args.output, args.max_users,
                                               args.batch_size, args.overwrite)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
+    except ValueError as error:
         print(f"recbole-embsum evaluate-summaries: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # unwritable or full --output, existing results, a missing --references
+        print(f"recbole-embsum evaluate-summaries: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     skipped = ", ".join(f"{count} {reason}" for reason, count in result.skipped.items() if count)
     print(f"{len(result.users)} test users not in training" + (f" (left out: {skipped})" if skipped else ""))

@@ -15,6 +15,8 @@ import torch
 from tqdm import tqdm
 
 from dataset_converters.atomic import JsonlFile, write_json
+from recbole_embsum.checkpoint import load_data_and_model
+from recbole_embsum.outputs import check_writable_folder, naming
 from recbole_embsum.summaries.history import dataset_file, evaluation_histories, training_engagements
 from recbole_embsum.summaries.store import load_summaries, make_record
 
@@ -96,9 +98,8 @@ def _history_hash(items):
 def evaluate_summaries(checkpoint, references_path, output, max_users=None, batch_size=32, overwrite=False):
     """Generate summaries for the evaluation users of ``checkpoint``'s dataset and score them against
     ``references_path`` (a summaries JSONL). Writes ``summaries.jsonl`` and ``rouge.json`` to ``output``
-    atomically and returns a :class:`SummaryEvaluation`. Refuses to replace those files unless ``overwrite``."""
-    import recbole_embsum
-
+    atomically and returns a :class:`SummaryEvaluation`. Refuses to replace those files unless ``overwrite``.
+    The checkpoint is read weights-only (:mod:`recbole_embsum.checkpoint`)."""
     paths = {name: os.path.join(output, name) for name in OUTPUT_FILES}
     existing = [path for path in paths.values() if os.path.exists(path)]
     if existing and not overwrite:
@@ -107,8 +108,9 @@ def evaluate_summaries(checkpoint, references_path, output, max_users=None, batc
         raise FileNotFoundError(f"--references: {references_path} does not exist (write it with `recbole-embsum "
                                 f"summarize --split test`)")
     references = load_summaries(references_path)
+    check_writable_folder(output)  # before minutes of loading and generating
 
-    config, model, dataset, _, _, _ = recbole_embsum.load_data_and_model(checkpoint)
+    config, model, dataset, _, _, _ = load_data_and_model(checkpoint)
     if not hasattr(model, "generate_summary"):
         raise ValueError(f"{checkpoint} holds a {type(model).__name__}, which writes no summaries (EmbSum does)")
     data_path = os.path.dirname(os.path.normpath(config["data_path"]))  # RecBole's data_path ends in <dataset>
@@ -122,15 +124,16 @@ def evaluate_summaries(checkpoint, references_path, output, max_users=None, batc
 
     os.makedirs(output, exist_ok=True)
     model_name = os.path.basename(checkpoint)
-    with JsonlFile(paths["summaries.jsonl"]) as out:
+    with naming(paths["summaries.jsonl"]), JsonlFile(paths["summaries.jsonl"]) as out:
         for user in users:
             out.write(make_record(user, generated[user], BACKEND_NAME, model_name, _history_hash(histories[user])))
-    write_json(paths["rouge.json"], {
-        "checkpoint": os.path.abspath(checkpoint),
-        "references": os.path.abspath(references_path),
-        "users": len(users),
-        "skipped": skipped,
-        **{name: vars(rouge[name]) for name in ROUGE_TYPES},
-    })
+    with naming(paths["rouge.json"]):
+        write_json(paths["rouge.json"], {
+            "checkpoint": os.path.abspath(checkpoint),
+            "references": os.path.abspath(references_path),
+            "users": len(users),
+            "skipped": skipped,
+            **{name: vars(rouge[name]) for name in ROUGE_TYPES},
+        })
     logger.info("ROUGE of %d generated summaries written to %s", len(users), paths["rouge.json"])
     return SummaryEvaluation(users, generated, rouge, skipped, paths)

@@ -22,6 +22,8 @@ def _id_list(text):
 
 
 def run_export(args):
+    from recbole_embsum.outputs import describe_os_error
+
     from .export import export_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -30,8 +32,11 @@ def run_export(args):
                                    summaries=args.summaries, batch_size=args.batch_size, shard_rows=args.shard_rows,
                                    dtype=args.dtype, overwrite=args.overwrite, num_workers=args.num_workers,
                                    worker_index=args.worker_index)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
+    except ValueError as err:
         print(f"recbole-embsum export: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # unwritable or full --output, a missing input file
+        print(f"recbole-embsum export: error: {describe_os_error(err)}", file=sys.stderr)
         return 1
     print(folder)
     return 0

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from recbole_embsum.distributed import _rank_and_world
+from recbole_embsum.outputs import check_writable_folder
 from recbole_embsum.text.items import build_item_token_table
 
 from .inputs import read_histories, read_items
@@ -215,8 +216,10 @@ def export_model(model, config, dataset, output: str, items_file: Optional[str] 
 
 
 def export_checkpoint(checkpoint: str, output: str, **options) -> str:
-    """Load a RecBole checkpoint of EmbSum (with its dataset) and :func:`export_model` it."""
-    import recbole_embsum
+    """Load a checkpoint of EmbSum (with its dataset; read weights-only, see :mod:`recbole_embsum.checkpoint`) and
+    :func:`export_model` it."""
+    from recbole_embsum.checkpoint import load_data_and_model
 
-    config, model, dataset, _, _, _ = recbole_embsum.load_data_and_model(checkpoint)
+    check_writable_folder(output)  # before minutes of loading
+    config, model, dataset, _, _, _ = load_data_and_model(checkpoint)
     return export_model(model, config, dataset, output, checkpoint=checkpoint, **options)

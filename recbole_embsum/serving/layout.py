@@ -27,10 +27,12 @@ worker writes the same ``plan.json`` (atomically; the last rename wins with iden
 every shard present writes ``scorer.safetensors``, ``summaries.jsonl`` and ``manifest.json`` (a final unsharded run
 over DIR, which only resumes, does it as well).
 """
+import contextlib
 import hashlib
 import json
-import os
-import tempfile
+
+from dataset_converters.atomic import AtomicFile
+from recbole_embsum.outputs import naming
 
 FORMAT = "recbole-embsum/poly-embeddings"
 VERSION = 1
@@ -63,18 +65,13 @@ def plan_hash(plan):
 
 
 def save_tensors_atomic(path, tensors, metadata=None):
-    """``safetensors.torch.save_file`` to a temporary file next to ``path``, then ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        from safetensors.torch import save_file  # torch: imported only when writing (the CLI's --help reads DTYPES)
+    """Write ``tensors`` as a safetensors file at ``path`` atomically (temporary file, then rename), with the same
+    permissions as every other file of the export (``AtomicFile``: the umask's, not mkstemp's 0600)."""
+    from safetensors.torch import save  # torch: imported only when writing (the CLI's --help reads DTYPES)
 
-        save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    data = save({name: tensor.contiguous() for name, tensor in tensors.items()}, metadata=metadata)
+    with naming(path), AtomicFile(path, binary=True) as handle:
+        handle.write(data)
 
 
 def read_json(path, what):
@@ -86,3 +83,17 @@ def read_json(path, what):
         raise ExportFormatError(f"{path}: missing ({what})") from None
     except json.JSONDecodeError as err:
         raise ExportFormatError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
+
+
+@contextlib.contextmanager
+def open_tensors(path):
+    """``safetensors.safe_open(path)``; a missing, truncated or foreign file is an :class:`ExportFormatError`."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            yield handle
+    except (SafetensorError, OSError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ExportFormatError(f"{path}: not a readable safetensors file, truncated or corrupt ({reason}); rerun "
+                                f"the export into a new folder (or with --overwrite)") from None

@@ -13,13 +13,12 @@ import os
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from safetensors import safe_open
 
 from recbole_embsum.model.scorer import poly_score, poly_score_grid
 from recbole_embsum.summaries.store import load_summaries
 
 from .layout import (FORMAT, MANIFEST_FILE, PLAN_FILE, SCORER_FILE, SECTIONS, VERSION, ExportFormatError, plan_hash,
-                     read_json, shard_bounds, shard_name)
+                     open_tensors, read_json, shard_bounds, shard_name)
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class ExportFolder:
         self.ids = {section: self.plan[section] for section in SECTIONS}
         self._shards = {section: self._open_shards(section) for section in SECTIONS}
         self._index: Dict[str, Dict[str, int]] = {}
-        with safe_open(os.path.join(self.folder, SCORER_FILE), framework="pt") as handle:
+        with open_tensors(os.path.join(self.folder, SCORER_FILE)) as handle:
             self.w_s = handle.get_tensor("w_s").float()  # W^s, [d, d]
         summaries = self.manifest.get("summaries")
         self.summaries = load_summaries(os.path.join(self.folder, summaries)) if summaries else {}
@@ -86,8 +85,8 @@ class ExportFolder:
         shards = []
         for name, (start, stop) in zip(names, expected):
             path = os.path.join(self.folder, name)
-            with safe_open(path, framework="pt") as handle:
-                if handle.metadata().get("plan_hash") != self.manifest["plan_hash"]:
+            with open_tensors(path) as handle:
+                if (handle.metadata() or {}).get("plan_hash") != self.manifest["plan_hash"]:
                     raise ExportFormatError(f"{path}: written by another export (plan_hash differs)")
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # mmap-backed, nothing read yet
             if tensors["poly"].shape[0] != stop - start:

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from dataset_converters.atomic import JsonlFile, write_json
+from recbole_embsum.outputs import naming
 from recbole_embsum.summaries.store import make_record
 
 from .layout import (DTYPES, FORMAT, MANIFEST_FILE, PLAN_FILE, SCORER_FILE, SECTIONS, SUMMARIES_FILE, VERSION,
@@ -89,7 +90,8 @@ class ExportWriter:
                                       "to replace them")
             self._remove_own_files()
         if not os.path.exists(plan_path):  # concurrent workers write identical bytes, each renamed into place
-            write_json(plan_path, plan)
+            with naming(plan_path):
+                write_json(plan_path, plan)
 
     def _remove_own_files(self) -> None:
         for name in os.listdir(self.folder):
@@ -158,7 +160,8 @@ class ExportWriter:
         save_tensors_atomic(os.path.join(self.folder, SCORER_FILE), {"w_s": w_s.detach().to("cpu", torch.float32)},
                             {"plan_hash": self.hash})
         if self.plan["summaries"]:
-            with JsonlFile(os.path.join(self.folder, SUMMARIES_FILE)) as out:
+            summaries_file = os.path.join(self.folder, SUMMARIES_FILE)
+            with naming(summaries_file), JsonlFile(summaries_file) as out:
                 for index, start, _ in self.shards("users"):
                     summaries = json.loads(self._shard_metadata("users", index)["summaries"])
                     for user, summary in zip(self.plan["users"][start:], summaries):
@@ -175,4 +178,5 @@ class ExportWriter:
         for section in SECTIONS:
             manifest[section] = {"count": len(self.plan[section]),
                                  "shards": [shard_name(section, index) for index, _, _ in self.shards(section)]}
-        write_json(os.path.join(self.folder, MANIFEST_FILE), manifest)
+        with naming(os.path.join(self.folder, MANIFEST_FILE)):
+            write_json(os.path.join(self.folder, MANIFEST_FILE), manifest)
