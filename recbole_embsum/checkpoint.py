@@ -11,8 +11,9 @@ file a user hands us is read with ``torch.load(weights_only=True)``:
 * RecBole's fields: ``epoch``, ``cur_step``, ``best_valid_score``, ``state_dict``, ``other_parameter``, ``optimizer``;
 * ``rng``: the random-number states a resumed run needs to continue exactly as the uninterrupted run would have:
   Python's ``random``, numpy's global generator (RecBole's negative samplers draw from it), torch's CPU and CUDA
-  generators (dropout, EmbSum's negative sampling) and the training dataloader's own ``torch.Generator`` (RecBole
-  shuffles with it), one set per rank under DDP;
+  generators (dropout, EmbSum's negative sampling), the training dataloader's own ``torch.Generator`` (RecBole
+  shuffles with it) and the compact history store's numpy Generator (each batch's negatives), one set per rank
+  under DDP;
 * trainer extras (``EmbSumTrainer``: ``scheduler``, ``scaler``, ``global_step``).
 
 Checkpoints are written at the end of an epoch (RecBole's rule: after validation when it improves, or every epoch
@@ -133,7 +134,19 @@ def rng_state(loader=None):
     generator = getattr(loader, "generator", None)
     if isinstance(generator, torch.Generator):
         state["train_loader"] = generator.get_state()
+    store_rng = _history_store_rng(loader)
+    if store_rng is not None:
+        state["history_store"] = store_rng.bit_generator.state  # a dict of ints and strings
     return state
+
+
+def _history_store_rng(loader):
+    """The numpy Generator with which the compact history store draws each batch's negatives, if the training
+    data reads one (``compact_store.StoreView.rng``)."""
+    from recbole_embsum import compact_store
+
+    view = getattr(getattr(loader, "_dataset", None), compact_store.STORE_ATTR, None)
+    return getattr(view, "rng", None)
 
 
 def set_rng_state(state, loader=None):
@@ -149,6 +162,9 @@ def set_rng_state(state, loader=None):
     generator = getattr(loader, "generator", None)
     if isinstance(generator, torch.Generator) and "train_loader" in state:
         generator.set_state(state["train_loader"])
+    store_rng = _history_store_rng(loader)
+    if store_rng is not None and "history_store" in state:
+        store_rng.bit_generator.state = state["history_store"]
 
 
 def _distributed(config):

@@ -191,7 +191,8 @@ def test_two_epochs_straight_equal_one_then_resume_one(mind_dataset, tmp_path, m
     straight, straight_params, straight_result = run(mind_dataset, tmp_path / "straight")
     killed, _ = run(mind_dataset, tmp_path / "killed", stop_at_epoch=1)
     saved = checkpoint.load(killed.saved_model_file)
-    assert saved["epoch"] == 0 and {"python", "numpy", "torch", "train_loader"} <= set(saved["rng"][0])
+    assert saved["epoch"] == 0
+    assert {"python", "numpy", "torch", "train_loader", "history_store"} <= set(saved["rng"][0])
 
     for copy in ("resume.pth", "resume-without-rng.pth"):  # a resumed run writes its later checkpoints there
         shutil.copy(killed.saved_model_file, tmp_path / copy)
