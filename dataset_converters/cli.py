@@ -7,6 +7,8 @@ from . import goodreads, mind, synth
 
 
 def register(subparsers):
+    """Adds `convert mind|goodreads` and `synth`; they read and write files only, so they run without RecBole
+    (`needs_recbole=False`: `recbole-embsum` skips registering with RecBole, seconds of torch/RecBole imports)."""
     convert = subparsers.add_parser("convert", help="convert MIND or Goodreads raw files into RecBole atomic files",
                                     description="Convert a dataset in its published format into <output>/<name>/.")
     datasets = convert.add_subparsers(dest="dataset", metavar="DATASET", required=True)
@@ -14,6 +16,9 @@ def register(subparsers):
                                            description=mind.__doc__.split("\n")[0]))
     goodreads.add_arguments(datasets.add_parser("goodreads", help="Goodreads (UCSD Book Graph) JSON lines",
                                                 description=goodreads.__doc__.split("\n")[0]))
-    synth.add_arguments(subparsers.add_parser(
+    synth_parser = subparsers.add_parser(
         "synth", help="write synthetic MIND or Goodreads data in the raw published formats",
-        description=synth.__doc__.split("\n")[0]))
+        description=synth.__doc__.split("\n")[0])
+    synth.add_arguments(synth_parser)
+    for parser in (*datasets.choices.values(), synth_parser):
+        parser.set_defaults(needs_recbole=False)

@@ -7,17 +7,35 @@ without copying any yaml; a user's `--config_files`, `config_dict` and command l
 the packaged defaults at conversion time: converting again refreshes it.
 """
 import importlib.resources
+import importlib.util
+import os
 import re
+import sys
 
 import yaml
 
+PROPERTIES_PACKAGE = "recbole_embsum.properties"
 _TOP_LEVEL_KEY = re.compile(r"^(?P<key>[A-Za-z_][\w@.-]*)\s*:")
+
+
+def packaged_properties_dir():
+    """The folder of recbole_embsum's packaged yaml (package `recbole_embsum.properties`), found the way the import
+    system would find it but without running `recbole_embsum/__init__.py`, which imports torch and RecBole (seconds
+    a conversion does not need). Falls back to importing it when no finder answers."""
+    parent = importlib.util.find_spec("recbole_embsum")
+    if parent is not None and parent.submodule_search_locations:
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(PROPERTIES_PACKAGE, parent.submodule_search_locations) if find_spec else None
+            if spec is not None and spec.submodule_search_locations:
+                return list(spec.submodule_search_locations)[0]
+    return str(importlib.resources.files(PROPERTIES_PACKAGE))
 
 
 def packaged_dataset_yaml(source):
     """The text of the packaged dataset yaml for `source` ("mind" or "goodreads")."""
-    return (importlib.resources.files("recbole_embsum.properties") / "dataset" / f"{source}.yaml").read_text(
-        encoding="utf-8")
+    with open(os.path.join(packaged_properties_dir(), "dataset", f"{source}.yaml"), encoding="utf-8") as handle:
+        return handle.read()
 
 
 def conversion_overrides(history_len):

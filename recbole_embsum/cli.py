@@ -36,9 +36,10 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    import recbole_embsum
+    if getattr(args, "needs_recbole", True):  # file-only commands (convert, synth) set it False
+        import recbole_embsum
 
-    recbole_embsum.register()  # deferred by the console script until a command actually runs
+        recbole_embsum.register()  # deferred by the console script until a command actually runs
     return args.func(args) or 0
 
 

@@ -62,6 +62,11 @@ def test_a_command_run_through_the_console_script_finds_embsum_registered(tmp_pa
             "assert 'recbole_embsum.registry' not in sys.modules\n"
             "from recbole_embsum.cli import main\n"
             "assert main(['synth', 'mind', '--output', 'raw', '--users', '10', '--items', '60']) == 0\n"
+            "assert 'recbole_embsum.registry' not in sys.modules  # synth and convert only read and write files\n"
+            "try:\n"
+            "    main(['summarize', '--dataset', 'none', '--data_path', 'missing'])  # registers, then fails\n"
+            "except BaseException:\n"
+            "    pass\n"
             "import recbole.utils\n"
             "print(recbole.utils.get_model('EmbSum').__module__)\n")
     env = {**os.environ, "PYTHONPATH": REPO_ROOT}

@@ -197,3 +197,30 @@ def test_a_symlinked_dataset_folder_is_replaced_where_it_points(converted, tmp_p
 
 def read_train(folder):
     return open(folder / "mind.train.inter", encoding="utf-8").read().splitlines()
+
+
+def test_writing_the_yaml_imports_neither_torch_nor_recbole():
+    import subprocess
+    import sys
+
+    code = ("import sys; from dataset_converters.recbole_yaml import dataset_yaml_text; "
+            "text = dataset_yaml_text('goodreads', 'gr', 60); "
+            "print('benchmark_filename' in text, 'torch' in sys.modules, 'recbole' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "False"]
+
+
+def test_the_console_script_converts_without_importing_recbole(tmp_path):
+    import subprocess
+    import sys
+
+    from dataset_converters.synth import synth_mind
+
+    synth_mind(tmp_path / "raw", users=30, items=40)
+    code = ("import sys, recbole_embsum_cli; rc = recbole_embsum_cli.main(sys.argv[1:]); "
+            "print('torch' in sys.modules, 'recbole' in sys.modules, rc)")
+    out = subprocess.run([sys.executable, "-c", code, "convert", "mind", "--input", str(tmp_path / "raw"),
+                          "--output", str(tmp_path / "data"), "--valid-fraction", "0.5"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1].split() == ["False", "False", "0"]
+    assert (tmp_path / "data" / "mind" / "mind.yaml").is_file()
