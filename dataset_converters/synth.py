@@ -150,10 +150,12 @@ def mind_paths(output, test=False, variant="small"):
 
 
 def synth_mind(output, users=200, items=300, seed=0, candidates=15, history_mean=22, test=False, variant="small",
-               overwrite=False):
+               overwrite=False, dev_share=1.0):
     """Writes `MIND<variant>_train/` and `MIND<variant>_dev/` (and `_test/`, unlabeled, when `test`) under `output`.
 
-    Users get 1-3 train impressions and 0-2 dev impressions; the last 10% of users appear only in dev (new users).
+    Users get 1-3 train impressions and 0-2 dev impressions (only a random `dev_share` of them get dev impressions:
+    MIND-large has 6x more train than dev impressions, MIND-small 2x); the last 10% of users appear only in dev
+    (new users).
     Candidates are drawn uniformly; an interest item is clicked with probability 0.5, any other with 0.02, and every
     impression has at least one click. Returns `{raw split: folder}`. Existing files are refused unless `overwrite`.
     """
@@ -173,6 +175,8 @@ def synth_mind(output, users=200, items=300, seed=0, candidates=15, history_mean
         behaviors, used = [], set()
         for user in tqdm(range(users), desc=f"synth mind {split}", disable=None):
             if split == "train" and user in world.new_users:
+                count = 0
+            elif split != "train" and dev_share < 1.0 and rng.random() >= dev_share:
                 count = 0
             else:
                 count = rng.randint(1, 3) if split == "train" else rng.randint(0, 2)
