@@ -7,8 +7,9 @@ imported; memory-mapped store pages count while resident).
     # one converted folder (e.g. from benchmarks/bench_convert.py --workdir /tmp/benchconv)
     python benchmarks/bench_load.py --data_path /tmp/benchconv/out --dataset mind [--model Pop]
     # the growth curve: synthetic MIND at 1/4, 1/2 and 1x MIND-small's size, generated and converted once into
-    # --workdir (kept), loaded in --layout store (default) or inline (the layout before the history store)
-    python benchmarks/bench_load.py --workdir /tmp/benchload [--fractions 0.25,0.5,1] [--layout store]
+    # --workdir (kept), loaded in --layout store (default) or inline (the layout before the history store);
+    # --fractions large: a MIND-large-sized dataset (2.23M train, 376k dev impressions, 37 candidates each)
+    python benchmarks/bench_load.py --workdir /tmp/benchload [--fractions 0.25,0.5,1] [--layout store] [--model Pop]
     # DDP: N ranks (gloo, CPU) loading the same folder at once; prints each rank's peak and the total
     python benchmarks/bench_load.py --data_path /tmp/benchconv/out --world_size 4
 """
@@ -21,6 +22,10 @@ import time
 
 MIND_SMALL_USERS = 57000  # with 65k news and ~37 candidates: ~160k impressions, ~2.56M rows (bench_convert.py)
 MIND_SMALL_ITEMS = 65000
+CANDIDATES = 37  # per impression, as in MIND
+# MIND-large (Wu et al. 2020): 2.23M train and 376k dev impressions. Synthetic users get 2 train impressions on average
+# (90% of them) and, with dev_share, 1 dev impression on average: 1.24M users, dev_share 0.3035.
+MIND_LARGE = {"users": 1_239_000, "items": 161_000, "dev_share": 0.3035}
 
 
 def peak_rss_mib():
@@ -83,18 +88,40 @@ def describe(result, dataset, model):
 
 # -- growth curve ---------------------------------------------------------------------------------------------------
 def synthetic_folder(workdir, fraction, layout):
-    """`<workdir>/<fraction>/<layout>/mind`, generated and converted unless already there (reused across runs)."""
+    """`<workdir>/x<fraction>/<layout>` holding `mind/` (fraction "large": MIND-large-sized), generated and
+    converted unless already there (reused across runs); prints the conversion's time and peak memory."""
     from dataset_converters.impressions import ConvertOptions
     from dataset_converters.mind import convert_mind
     from dataset_converters.synth import synth_mind
 
-    base = os.path.join(workdir, f"x{fraction:g}")
+    base = os.path.join(workdir, "large" if fraction == "large" else f"x{fraction:g}")
     raw, out = os.path.join(base, "raw"), os.path.join(base, layout)
     if not os.path.isdir(raw):
-        synth_mind(raw, users=int(MIND_SMALL_USERS * fraction), items=MIND_SMALL_ITEMS, seed=0)
+        sizes = MIND_LARGE if fraction == "large" else {"users": int(MIND_SMALL_USERS * fraction),
+                                                        "items": MIND_SMALL_ITEMS}
+        synth_mind(raw + ".tmp", seed=0, candidates=CANDIDATES, **sizes)
+        os.replace(raw + ".tmp", raw)
     if not os.path.isfile(os.path.join(out, "mind", "mind.stats.json")):
-        convert_mind(raw, out, ConvertOptions(name="mind", layout=layout, overwrite=True))
+        context = multiprocessing.get_context("spawn")
+        queue = context.SimpleQueue()
+        child = context.Process(target=_convert_child, args=(queue, raw, out, layout))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"converting {raw} failed (exit code {child.exitcode})")
+        rows, seconds, peak = queue.get()
+        print(f"converted {base}: {rows:,} rows in {seconds:.1f} s, peak RSS {peak:,.0f} MiB", flush=True)
     return out
+
+
+def _convert_child(queue, raw, out, layout):
+    from dataset_converters.impressions import ConvertOptions
+    from dataset_converters.mind import convert_mind
+
+    started = time.perf_counter()
+    report = convert_mind(raw, out, ConvertOptions(name="mind", layout=layout, overwrite=True))
+    rows = sum(split["rows"] for split in report["splits"].values())
+    queue.put((rows, time.perf_counter() - started, peak_rss_mib()))
 
 
 def growth(workdir, fractions, layout, model):
@@ -105,7 +132,8 @@ def growth(workdir, fractions, layout, model):
         data_path = synthetic_folder(workdir, fraction, layout)
         result = load_in_child(data_path, "mind", model)
         results.append(result)
-        print(f"| {fraction:g}x MIND-small | {result['rows']:,} | {result['seconds']:.1f} | "
+        size = "MIND-large-sized" if fraction == "large" else f"{fraction:g}x MIND-small"
+        print(f"| {size} | {result['rows']:,} | {result['seconds']:.1f} | "
               f"{result['rows'] / result['seconds']:,.0f} | {result['peak_mib']:,.0f} | "
               f"{result['peak_mib'] * 1024 / result['rows']:.2f} |", flush=True)
     first, last = results[0], results[-1]
@@ -148,12 +176,14 @@ def main():
     parser.add_argument("--dataset", default="mind")
     parser.add_argument("--model", default="Pop", help="any model; loading does not depend on its size")
     parser.add_argument("--workdir", help="growth curve: generate, convert and load synthetic MIND here (kept)")
-    parser.add_argument("--fractions", default="0.25,0.5,1", help="sizes of the growth curve, in MIND-small units")
+    parser.add_argument("--fractions", default="0.25,0.5,1",
+                        help="sizes of the growth curve, in MIND-small units, or 'large' (MIND-large-sized)")
     parser.add_argument("--layout", choices=("store", "inline"), default="store", help="layout of the growth curve")
     parser.add_argument("--world_size", type=int, default=1, help="load in this many DDP ranks at once (gloo, CPU)")
     args = parser.parse_args()
     if args.workdir:
-        growth(args.workdir, [float(f) for f in args.fractions.split(",")], args.layout, args.model)
+        fractions = [f if f == "large" else float(f) for f in args.fractions.split(",")]
+        growth(args.workdir, fractions, args.layout, args.model)
     elif args.data_path is None:
         parser.error("give --data_path (one folder) or --workdir (growth curve)")
     elif args.world_size > 1:
