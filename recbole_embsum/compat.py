@@ -440,6 +440,59 @@ def install_compact_store():
     recbole.data.dataset.sequential_dataset.SequentialDataset._benchmark_presets = _benchmark_presets
 
 
+# --- 10. Models that take every training row for a click ----------------------------------------------------------
+# BPR (pairwise), SASRec/GRU4Rec/... (CE over all items) and EmbSum never read a training row's label, and RecBole's
+# pointwise TrainDataLoader overwrites it with 1 when it samples negatives: every training row is a click to them.
+# Our converters write only clicks to <name>.train.inter, but a training file with label-0 rows (shown, not
+# clicked) would be trained on as clicks, silently. For such models that file now stops the run with one line.
+def reads_training_label(config):
+    """Whether the model of ``config`` learns from the label of training rows (False: every row is a click)."""
+    from recbole.utils import InputType, ModelType
+
+    sampling = config["train_neg_sample_args"] or {}
+    sampled = sampling.get("distribution", "none") != "none" and sampling.get("sample_num", "none") != "none"
+    if getattr(config.model_class, "training_negatives", None) == "impression":  # EmbSum: neg_items, not labels
+        return False
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not hasattr(config.model_class, "input_type") \
+            and config["loss_type"] == "CE":  # SASRec, GRU4Rec, ...: the row's item is the next-item target
+        return False
+    return config["MODEL_INPUT_TYPE"] == InputType.POINTWISE and not sampled
+
+
+def check_training_labels(dataset, token):
+    """Raise ValueError if the training split holds non-clicks and the model would take them for clicks."""
+    config = dataset.config
+    label_field = config["LABEL_FIELD"]
+    if not dataset.benchmark_filename_list or not dataset.file_size_list or label_field not in dataset.inter_feat:
+        return
+    train_labels = dataset.inter_feat[label_field].to_numpy()[: dataset.file_size_list[0]]
+    non_clicks = int((train_labels != 1).sum())
+    if non_clicks and not reads_training_label(config):
+        raise ValueError(
+            f"{non_clicks} rows of {token}.{dataset.benchmark_filename_list[0]}.inter have {label_field} != 1, but "
+            f"{config['model']} takes every training row for a click (it never reads the label); keep only clicks "
+            f"in the training file, as recbole-embsum convert does"
+        )
+
+
+def _checking_training_labels(load_inter_feat):
+    if getattr(load_inter_feat, "_embsum_labels_checked", False):
+        return load_inter_feat
+
+    @functools.wraps(load_inter_feat)
+    def wrapper(dataset, token, dataset_path):
+        load_inter_feat(dataset, token, dataset_path)
+        check_training_labels(dataset, token)
+
+    wrapper._embsum_labels_checked = True
+    return wrapper
+
+
+def install_training_label_check():
+    dataset_cls = recbole.data.dataset.dataset.Dataset
+    dataset_cls._load_inter_feat = _checking_training_labels(dataset_cls._load_inter_feat)
+
+
 def apply():
     """Install every workaround (idempotent)."""
     disable_anomaly_detection()
@@ -450,3 +503,4 @@ def apply():
     install_click_counting_pop()
     install_compact_store()
     install_recent_history_cut()
+    install_training_label_check()
