@@ -63,19 +63,24 @@ def load(data_path, dataset, model, ddp=None):
             "seconds": prepared - started, "peak_mib": peak_rss_mib() - baseline, "pss_mib": proportional_mib()}
 
 
-def _child(queue, *args):
-    queue.put(load(*args))
+def _child(queue, function, *args):
+    queue.put(function(*args))
 
 
-def load_in_child(data_path, dataset, model):
+def in_child(function, *args):
+    """``function(*args)`` in a fresh (spawned) process, so that its peak RSS is its own; returns the result."""
     context = multiprocessing.get_context("spawn")
     queue = context.SimpleQueue()
-    child = context.Process(target=_child, args=(queue, data_path, dataset, model))
+    child = context.Process(target=_child, args=(queue, function) + args)
     child.start()
     child.join()
     if child.exitcode != 0:
-        raise SystemExit(f"loading {data_path} failed (exit code {child.exitcode})")
+        raise SystemExit(f"{function.__name__}{args} failed (exit code {child.exitcode})")
     return queue.get()
+
+
+def load_in_child(data_path, dataset, model):
+    return in_child(load, data_path, dataset, model)
 
 
 def describe(result, dataset, model):
@@ -90,8 +95,6 @@ def describe(result, dataset, model):
 def synthetic_folder(workdir, fraction, layout):
     """`<workdir>/x<fraction>/<layout>` holding `mind/` (fraction "large": MIND-large-sized), generated and
     converted unless already there (reused across runs); prints the conversion's time and peak memory."""
-    from dataset_converters.impressions import ConvertOptions
-    from dataset_converters.mind import convert_mind
     from dataset_converters.synth import synth_mind
 
     base = os.path.join(workdir, "large" if fraction == "large" else f"x{fraction:g}")
@@ -102,26 +105,20 @@ def synthetic_folder(workdir, fraction, layout):
         synth_mind(raw + ".tmp", seed=0, candidates=CANDIDATES, **sizes)
         os.replace(raw + ".tmp", raw)
     if not os.path.isfile(os.path.join(out, "mind", "mind.stats.json")):
-        context = multiprocessing.get_context("spawn")
-        queue = context.SimpleQueue()
-        child = context.Process(target=_convert_child, args=(queue, raw, out, layout))
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise SystemExit(f"converting {raw} failed (exit code {child.exitcode})")
-        rows, seconds, peak = queue.get()
+        rows, seconds, peak = in_child(convert, raw, out, layout)
         print(f"converted {base}: {rows:,} rows in {seconds:.1f} s, peak RSS {peak:,.0f} MiB", flush=True)
     return out
 
 
-def _convert_child(queue, raw, out, layout):
+def convert(raw, out, layout):
+    """Converts synthetic MIND; returns (rows, seconds, peak RSS MiB)."""
     from dataset_converters.impressions import ConvertOptions
     from dataset_converters.mind import convert_mind
 
     started = time.perf_counter()
     report = convert_mind(raw, out, ConvertOptions(name="mind", layout=layout, overwrite=True))
     rows = sum(split["rows"] for split in report["splits"].values())
-    queue.put((rows, time.perf_counter() - started, peak_rss_mib()))
+    return rows, time.perf_counter() - started, peak_rss_mib()
 
 
 def growth(workdir, fractions, layout, model):
