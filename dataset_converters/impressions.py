@@ -280,12 +280,12 @@ class ImpressionWriter:
         return {**report, "removed_leftovers": list(self._stage.removed)}  # for the console, not the stats file
 
 
-def _os_error_line(error, output):
+def os_error_line(error, output):
     """One line for an operating-system error: which path, what went wrong, what to do."""
     where = error.filename or output
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return (f"no space left on the device while writing under {output}: free some space or choose another "
-                f"--output (the partial dataset was removed; an existing one is unchanged)")
+                f"--output (what was half written is removed; existing files are unchanged)")
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{where}: permission denied (or read-only file system); choose a writable --output or fix its permissions"
     if error.errno == errno.ENOTDIR:
@@ -302,7 +302,7 @@ def run_conversion(convert, output, name):
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"error: {_os_error_line(error, output)}", file=sys.stderr)
+        print(f"error: {os_error_line(error, output)}", file=sys.stderr)
         return 2
     print(format_table(report))
     for path in report.get("removed_leftovers", ()):

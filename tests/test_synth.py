@@ -121,3 +121,16 @@ def test_sizes_below_one_are_refused(tmp_path, capsys):
         assert args.func(args) == 2
         assert capsys.readouterr().err == f"error: {flag} must be at least 1, got 0\n"
     assert not (tmp_path / "x").exists()
+
+
+def test_an_output_under_a_file_is_one_line(tmp_path, capsys):
+    from dataset_converters.synth import add_arguments
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (tmp_path / "afile").write_text("x")
+    args = parser.parse_args(["goodreads", "--output", str(tmp_path / "afile" / "raw"), "--users", "5"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "afile") in err and "--output" in err
