@@ -21,6 +21,8 @@ import logging
 import os
 import shutil
 
+from .atomic import nearest_existing_path
+
 logger = logging.getLogger(__name__)
 
 # Files in the dataset folder that a conversion writes; everything else there is carried over, except DERIVED.
@@ -54,12 +56,7 @@ def check_name(name):
 def check_output_folder(output):
     """`output` must be a folder or creatable as one: names the file that is in the way, if any."""
     output = os.path.abspath(os.fspath(output))
-    path = output
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
+    path = nearest_existing_path(output)
     if not os.path.isdir(path):
         where = "" if path == output else f" (its parent {path} is a file)"
         raise NotADirectoryError(errno.ENOTDIR, f"--output {output} is not a folder{where}; choose a folder", output)

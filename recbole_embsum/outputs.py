@@ -8,6 +8,8 @@ import contextlib
 import errno
 import os
 
+from dataset_converters.atomic import nearest_existing_path
+
 _ADVICE = {
     errno.ENOSPC: "the disk is full; free some space or choose another {option}, then rerun",
     errno.EDQUOT: "the disk quota is exhausted; free some space or choose another {option}, then rerun",
@@ -28,12 +30,7 @@ class OutputError(OSError):
 def check_writable_folder(path, option="--output"):
     """Raise `OutputError` unless ``path`` is, or can be created as, a writable folder (nothing is created)."""
     path = os.path.abspath(os.fspath(path))
-    probe = path
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    probe = nearest_existing_path(path)
     if not os.path.isdir(probe):
         raise OutputError(errno.ENOTDIR, f"{option} {path}: {probe} is a file, not a folder; choose another {option}")
     if not os.access(probe, os.W_OK | os.X_OK):
