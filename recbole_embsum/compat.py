@@ -197,8 +197,9 @@ def install_checkpoint_loading():
 # raises "train_neg_sample_args [...] should be None when the loss_type is CE" for a sequential model trained with
 # CE (SASRec, GRU4Rec, BERT4Rec ... by default), so `run_recbole --model=SASRec` fails unless the user turns sampling
 # off by hand. Called at the end of Config._load_internal_config_dict (registry.py), it turns the *default* off for
-# exactly those models, and for models that declare `trains_on_negatives = False` (our Pop); a value the user set
-# (yaml, config_dict, command line) is never touched.
+# exactly those models, for models that declare `trains_on_negatives = False` (our Pop), and for models that draw their
+# own negatives from the impression (`training_negatives = "impression"`: EmbSum and the content baselines, whose
+# batches must be the clicks alone); a value the user set (yaml, config_dict, command line) is never touched.
 def default_negative_sampling(config):
     """Set internal ``train_neg_sample_args`` to None for a sequential CE model the user left at RecBole's default."""
     from recbole.utils import ModelType
@@ -206,6 +207,9 @@ def default_negative_sampling(config):
     if "train_neg_sample_args" in config.external_config_dict:
         return
     if getattr(config.model_class, "trains_on_negatives", True) is False:  # e.g. our Pop (section 7)
+        config.internal_config_dict["train_neg_sample_args"] = None
+        return
+    if getattr(config.model_class, "training_negatives", None) == "impression":  # K drawn from neg_items per click
         config.internal_config_dict["train_neg_sample_args"] = None
         return
     if getattr(config.model_class, "type", None) != ModelType.SEQUENTIAL or hasattr(config.model_class, "input_type"):

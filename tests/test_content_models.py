@@ -1,5 +1,8 @@
 """The content baselines as RecBole models: registration, shapes, padding that changes nothing, evaluation caching,
 and learning planted topic interests on synthetic MIND data (per-impression AUC clearly above popularity)."""
+import csv
+import json
+import logging
 import os
 import shutil
 
@@ -15,6 +18,8 @@ from recbole_embsum.model.content import ContentRecommender
 
 from conftest import GOODREADS_YAML, MIND_YAML, TINY_CONTENT
 
+SMALL_MODELS_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                                 "small_models.yaml")
 MODELS = ["NRMS", "NAML", "Fastformer", "CAUM", "MINS"]
 
 
@@ -40,7 +45,7 @@ def _build(model, dataset, yaml, tmp_path, **overrides):
 @pytest.mark.parametrize("model", MODELS)
 def test_model_is_registered_with_packaged_defaults_and_no_recbole_sampling(model, mind_dataset, tmp_path):
     config, net, _ = _build(model, mind_dataset, MIND_YAML, tmp_path)
-    assert isinstance(net, ContentRecommender) and net.train_negatives == "impression"
+    assert isinstance(net, ContentRecommender) and net.training_negatives == "impression"
     assert config["train_neg_sample_args"]["distribution"] == "none"  # the yaml's ~: RecBole samples nothing
     assert config["history_len"] == 50 and config["word_vocab_size"] == 100000  # ContentRecommender.yaml
     assert get_trainer(config["MODEL_TYPE"], model) is recbole_embsum.EmbSumTrainer
@@ -99,3 +104,55 @@ def test_model_trains_and_scores_on_goodreads(model, goodreads_dataset, tmp_path
     trainer.optimizer.step()
     result = trainer.evaluate(valid, load_best_model=False, show_progress=False)
     assert 0.0 <= result["imp_auc"] <= 1.0
+
+
+def test_caum_reads_title_entities_and_their_vectors_and_runs_without_them(mind_dataset, tmp_path, monkeypatch,
+                                                                           caplog):
+    monkeypatch.chdir(tmp_path)
+    _, without, _ = _build("CAUM", mind_dataset, MIND_YAML, tmp_path / "plain")
+    assert without.entity_encoder is None
+
+    data_path, name = _private_copy(mind_dataset, tmp_path / "entities")
+    text_path = os.path.join(data_path, name, f"{name}.text.jsonl")
+    records = [json.loads(line) for line in open(text_path, encoding="utf-8")]
+    for i, record in enumerate(records):  # entities named after the category: planted, like the words
+        record["title_entities"] = [f"Q{record['category']}", f"Q{i % 3}"]
+    with open(text_path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+    with open(os.path.join(data_path, name, f"{name}.entity_embedding.vec"), "w", encoding="utf-8") as handle:
+        handle.write("Q1\t0.5\t-1\t2\t3\t\nQunrelated\t1\t1\t1\t1\t\n")
+    config = Config(model="CAUM", dataset=name, config_file_list=[MIND_YAML],
+                    config_dict={"data_path": data_path, **TINY_CONTENT, "state": "ERROR",
+                                 "entity_embedding_size": 4})
+    train, valid, _ = data_preparation(config, create_dataset(config))
+    with caplog.at_level(logging.INFO, logger="recbole_embsum.text.features"):
+        net = get_model("CAUM")(config, train._dataset)
+    assert "entities: 1 of" in caplog.text
+    entity_ids = net.features.entity_ids
+    vectors = net.entity_encoder.embedding.weight
+    assert torch.equal(vectors[entity_ids.index("Q1")], torch.tensor([0.5, -1.0, 2.0, 3.0]))
+    assert net.item_title_entities.shape == (net.n_items, 5) and int(net.item_title_entities[0].sum()) == 0
+    loss = net.calculate_loss(next(iter(train)))
+    loss.backward()
+    assert vectors.grad is not None and vectors.grad.abs().sum() > 0  # the entity branch is trained
+
+
+@pytest.mark.slow
+def test_compare_cli_runs_embsum_the_five_baselines_sasrec_and_pop(mind_dataset, tmp_path, monkeypatch, capsys):
+    """The README's comparison command on synthetic data with benchmarks/small_models.yaml."""
+    from recbole_embsum.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    data_path, name = _private_copy(mind_dataset, tmp_path)
+    models = ["EmbSum", "NAML", "NRMS", "Fastformer", "CAUM", "MINS", "SASRec", "Pop"]
+    code = main(["compare", "--dataset", name, "--data_path", data_path, "--models", ",".join(models),
+                 "--config_files", SMALL_MODELS_YAML, "--output", str(tmp_path / "out"), "--state=ERROR"])
+    table = capsys.readouterr().out
+    assert code == 0, table
+    with open(tmp_path / "out" / "results.csv", encoding="utf-8") as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == models and {row["status"] for row in rows.values()} == {"ok"}
+    pop = float(rows["Pop"]["imp_auc"])
+    for model in ["NAML", "NRMS", "Fastformer", "CAUM", "MINS"]:
+        assert rows[model]["train_negatives"].startswith("impression negatives (4 per click")
+        assert float(rows[model]["imp_auc"]) > pop + 0.05, (model, rows[model]["imp_auc"], pop)

@@ -44,7 +44,7 @@ class ContentRecommender(SequentialRecommender):
     """
 
     input_type = InputType.POINTWISE
-    train_negatives = "impression"  # trains on the impression's own neg_items (no RecBole negative sampling)
+    training_negatives = "impression"  # trains on the impression's own neg_items (no RecBole negative sampling)
     accepts_empty_history = True  # an empty history is a fully masked one (compat.py)
     candidate_aware = False  # True: the user side depends on the candidate (no standalone user vector)
     text_fields = ("title",)  # text fields of the item text this model reads
@@ -56,6 +56,11 @@ class ContentRecommender(SequentialRecommender):
         if self.train_neg_num is None or self.train_neg_num < 1:
             raise ValueError(f"{type(self).__name__} needs train_neg_num >= 1 (negatives per click), "
                              f"got {self.train_neg_num}")
+        sampling = config["train_neg_sample_args"] or {}
+        if sampling.get("distribution", "none") != "none":
+            raise ValueError(f"{type(self).__name__} draws its training negatives from each click's impression "
+                             f"(neg_items, train_neg_num={self.train_neg_num}); RecBole's negative sampling would add "
+                             f"sampled items as extra clicks: leave train_neg_sample_args unset (or set it to ~)")
         self.item_encode_batch_size = config["item_encode_batch_size"] or 1024
         self.data_path, self.dataset_name = config["data_path"], config["dataset"]
 
