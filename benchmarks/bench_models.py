@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -104,6 +105,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="timed repetitions (median)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    sys.argv = sys.argv[:1]  # RecBole's Config reads the command line too; ours is not RecBole's
     logging.basicConfig(level=logging.WARNING)
 
     overrides = {}
