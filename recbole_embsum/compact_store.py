@@ -65,7 +65,7 @@ class StoreView:
         self.history_cut = history_cut  # most recent items kept (recent_history_length), or None
         self.negative_width = negative_width
         self.history_width = 0
-        self.lookup = None  # int64 [store items]: store index -> RecBole item id (set when RecBole remaps)
+        self.lookup = {}  # field -> int64 [store items]: store index -> RecBole id (set when RecBole remaps the field)
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -135,7 +135,7 @@ class StoreView:
         """int64 [B, W]: RecBole ids of each group's history (its most recent items), 0-padded at the end."""
         starts, lengths = self._history_ranges(groups)
         index, mask = padded_indices(starts, lengths, self.history_width)
-        return np.where(mask, self.lookup[self.store.history[index]], 0)
+        return np.where(mask, self.lookup[self.history_field][self.store.history[index]], 0)
 
     def negatives(self, groups):
         """int64 [B, K]: up to K of each group's negatives (RecBole ids, stored order), 0-padded."""
@@ -152,7 +152,7 @@ class StoreView:
             index = np.where(mask, starts[:, None] + chosen, 0)
         else:
             index, mask = padded_indices(starts, counts, width)
-        return np.where(mask, self.lookup[self.store.negatives[index]], 0)
+        return np.where(mask, self.lookup[self.negative_field][self.store.negatives[index]], 0)
 
     def join(self, interaction):
         """Replace the hidden group column of a batch by ``item_id_list`` / ``neg_items`` (in place)."""
@@ -320,7 +320,9 @@ def remap(dataset, remap_list, recbole_remap):
         if field not in dataset.field2id_token:
             dataset.field2id_token[field] = mp
             dataset.field2token_id[field] = token_id
-    view.lookup = np.array([token_id.get(t, 0) for t in view.store.items], dtype=np.int64)
+    lookup = np.array([token_id.get(t, 0) for t in view.store.items], dtype=np.int64)
+    for _, field, _ in order:  # one table per field: a field outside alias_of_item_id has a vocabulary of its own
+        view.lookup[field] = lookup
 
 
 def benchmark_presets(dataset, recbole_presets):

@@ -234,3 +234,12 @@ def test_summaries_read_histories_from_either_layout(layouts):
 
     assert read("store") == read("inline")
     assert np.mean([len(v) for v in read("store")[0].values()]) > 1
+
+
+def test_a_history_outside_the_item_vocabulary_gets_its_own_as_in_recbole(layouts):
+    # alias_of_item_id without item_id_list: RecBole numbers the history tokens in a vocabulary of their own
+    loaded = {layout: _prepare("Pop", layouts[layout], alias_of_item_id=["neg_items"]) for layout in LAYOUTS}
+    (_, old, *_), (_, new, *_) = loaded["inline"], loaded["store"]
+    assert list(new.field2id_token["item_id_list"]) == list(old.field2id_token["item_id_list"])
+    assert list(new.field2id_token["item_id_list"]) != list(new.field2id_token["item_id"])
+    _assert_same_batch(new[:], old[:])
