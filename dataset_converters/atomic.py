@@ -44,17 +44,6 @@ def _file_mode():
     return 0o666 & ~umask
 
 
-def nearest_existing_path(path):
-    """`path` itself when it exists, else its nearest existing parent folder (or file): where a write would fail."""
-    probe = os.path.abspath(os.fspath(path))
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    return probe
-
-
 def clean_cell(value):
     """Text as it may appear in one atomic-file cell: tabs, CRs and newlines become spaces."""
     if "\t" in value or "\n" in value or "\r" in value:

@@ -16,7 +16,6 @@
   unknown) stops the conversion with the counts, before anything is written.
 """
 import dataclasses
-import errno
 import os
 import random
 import sys
@@ -24,6 +23,7 @@ import zlib
 
 from .atomic import (INTER_FIELDS, ITEM_FIELDS, STORE_INTER_FIELDS, AtomicFile, AtomicTable, JsonlFile, clean_cell,
                      format_float, write_json)
+from .outputs import describe_output_error
 from .reading import BadLineError
 from .recbole_yaml import dataset_yaml_text
 from .staging import StagedFolder, check_name
@@ -280,20 +280,6 @@ class ImpressionWriter:
         return {**report, "removed_leftovers": list(self._stage.removed)}  # for the console, not the stats file
 
 
-def os_error_line(error, output):
-    """One line for an operating-system error: which path, what went wrong, what to do."""
-    where = error.filename or output
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"no space left on the device while writing under {output}: free some space or choose another "
-                f"--output (what was half written is removed; existing files are unchanged)")
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{where}: permission denied (or read-only file system); choose a writable --output or fix its permissions"
-    if error.errno == errno.ENOTDIR:
-        return error.strerror if str(error.strerror).startswith("--output") else (
-            f"{where}: a part of this path is a file, not a folder; choose a folder for --output")
-    return f"{where}: {error.strerror or error}"
-
-
 def run_conversion(convert, output, name):
     """Runs `convert()` for a CLI: prints the stats table and any large drop, or one error line (exit status 2)."""
     try:
@@ -301,8 +287,8 @@ def run_conversion(convert, output, name):
     except (FileExistsError, FileNotFoundError, BadLineError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:
-        print(f"error: {os_error_line(error, output)}", file=sys.stderr)
+    except OSError as error:  # an unwritable, under-a-file or full --output
+        print(f"error: {describe_output_error(error, os.path.join(output, name))}", file=sys.stderr)
         return 2
     print(format_table(report))
     for path in report.get("removed_leftovers", ()):

@@ -15,13 +15,12 @@ conversion of the same name that one is running; without that lock held, a lefto
 interrupted) and says which paths it removed.
 """
 import contextlib
-import errno
 import fcntl
 import logging
 import os
 import shutil
 
-from .atomic import nearest_existing_path
+from .outputs import check_writable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +50,6 @@ def check_name(name):
         raise ValueError(f"--name {name!r}: a dataset name must be a plain file name (no '/', '\\', leading '.' or "
                          f"surrounding spaces), e.g. --name mind_large")
     return name
-
-
-def check_output_folder(output):
-    """`output` must be a folder or creatable as one: names the file that is in the way, if any."""
-    output = os.path.abspath(os.fspath(output))
-    path = nearest_existing_path(output)
-    if not os.path.isdir(path):
-        where = "" if path == output else f" (its parent {path} is a file)"
-        raise NotADirectoryError(errno.ENOTDIR, f"--output {output} is not a folder{where}; choose a folder", output)
-    return output
 
 
 def _is_derived(entry, name):
@@ -121,7 +110,7 @@ class StagedFolder:
         self.committed = False
 
     def __enter__(self):
-        check_output_folder(self.output)
+        check_writable_folder(self.output)
         os.makedirs(self.output, exist_ok=True)
         os.makedirs(os.path.dirname(self.target), exist_ok=True)
         self._acquire_lock()

@@ -22,7 +22,7 @@ import sys
 from tqdm import tqdm
 
 from .atomic import AtomicFile
-from .impressions import os_error_line
+from .outputs import describe_output_error
 
 # MIND-like topics: category -> words that reveal it (a few non-ASCII on purpose).
 NEWS_TOPICS = {
@@ -302,7 +302,7 @@ def run(args):
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a read-only or full --output, a file where a folder should be
-        print(f"error: {os_error_line(error, args.output)}", file=sys.stderr)
+        print(f"error: {describe_output_error(error, args.output)}", file=sys.stderr)
         return 2
     for path in written:
         print(path)

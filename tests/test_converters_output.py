@@ -124,7 +124,7 @@ def test_output_under_a_file_says_which_file(tmp_path, capsys):
     for output in (tmp_path / "afile", tmp_path / "afile" / "sub"):
         assert main(["--input", raw, "--output", str(output)]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"--output {output} is not a folder" in err and "choose a folder" in err
+        assert err.count("\n") == 1 and f"{tmp_path / 'afile'} is a file, not a folder; choose another --output" in err
     assert (tmp_path / "afile").read_text() == "x"
 
 
@@ -142,7 +142,8 @@ def test_read_only_output_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "mkdir", refuse)
     assert main(["--input", raw, "--output", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(out / ".mind.tmp") in err and "choose a writable --output" in err
+    assert err.count("\n") == 1 and str(out / ".mind.tmp") in err and "no permission to write there" in err
+    assert "choose another --output" in err
     assert os.listdir(out) == []
 
 
@@ -156,7 +157,8 @@ def test_full_disk_leaves_no_temporary_files_and_the_old_dataset(converted, caps
     monkeypatch.setattr(atomic.AtomicTable, "write_formatted", full)
     assert main(["--input", raw, "--output", str(out), "--overwrite", "--valid-fraction", "0.5"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no space left on the device" in err and "another --output" in err
+    assert err.count("\n") == 1 and str(out / "mind") in err and "the disk is full" in err
+    assert "choose another --output" in err
     assert snapshot(out) == before
     assert not [p for p in everything_under(out) if p.endswith(".tmp") or ".mind.tmp" in p]
 
