@@ -23,7 +23,7 @@ def read_items(path: str) -> Dict[str, dict]:
         return load_item_texts(path)
     source = Source(path)
     records: Dict[str, dict] = {}
-    for news_id, category, subcategory, title, abstract in LineErrors().parse(
+    for news_id, category, subcategory, title, abstract, *_ in LineErrors().parse(  # (+ entities)
             source, source.lines("reading items"), parse_news):
         if news_id not in records:
             records[news_id] = dict(zip(ITEM_TEXT_FIELDS, (news_id, title, abstract, category, subcategory)))
