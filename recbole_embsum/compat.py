@@ -479,22 +479,14 @@ def check_training_labels(dataset, token):
         )
 
 
-def _checking_training_labels(load_inter_feat):
-    if getattr(load_inter_feat, "_embsum_labels_checked", False):
-        return load_inter_feat
-
-    @functools.wraps(load_inter_feat)
-    def wrapper(dataset, token, dataset_path):
-        load_inter_feat(dataset, token, dataset_path)
-        check_training_labels(dataset, token)
-
-    wrapper._embsum_labels_checked = True
-    return wrapper
+@functools.wraps(_recbole_load_inter_feat)
+def _load_inter_feat_checking_labels(dataset, token, dataset_path):
+    _load_inter_feat(dataset, token, dataset_path)  # section 4 (and the store of section 8)
+    check_training_labels(dataset, token)
 
 
 def install_training_label_check():
-    dataset_cls = recbole.data.dataset.dataset.Dataset
-    dataset_cls._load_inter_feat = _checking_training_labels(dataset_cls._load_inter_feat)
+    recbole.data.dataset.dataset.Dataset._load_inter_feat = _load_inter_feat_checking_labels
 
 
 def apply():
