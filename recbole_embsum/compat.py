@@ -180,7 +180,64 @@ for _patch in (_save_checkpoint, _resume_checkpoint, _evaluate, _fit):
     _patch._embsum_checkpoints = True  # functools.wraps carries it through later wrappers (distributed.py)
 
 
+# RecBole also unpickles (full unpickler) a cached Dataset or split dataloaders whenever it finds one:
+# create_dataset reads dataset_save_path or <checkpoint_dir>/<dataset>-<DatasetClass>.pth, data_preparation reads
+# dataloaders_save_path or <checkpoint_dir>/<dataset>-for-<model>-dataloader.pth, on every run, whether or not the
+# user asked for caches. They are Python objects, not plain data, so they stay pickles; they are read only when the
+# run opts into RecBole's caches (save_dataset / save_dataloaders: True, i.e. caches the user writes); otherwise
+# a file found there is ignored with a warning.
+import recbole.data  # noqa: E402
+import recbole.data.utils  # noqa: E402
+
+_recbole_create_dataset = recbole.data.utils.create_dataset
+_recbole_load_split_dataloaders = recbole.data.utils.load_split_dataloaders
+CREATE_DATASET_BINDINGS = (recbole.data, recbole.data.utils, recbole.quick_start.quick_start)
+
+
+@functools.wraps(_recbole_create_dataset)
+def _create_dataset(config):
+    if config["save_dataset"]:
+        return _recbole_create_dataset(config)
+    import glob
+
+    found = glob.glob(os.path.join(glob.escape(config["checkpoint_dir"]), f'{glob.escape(config["dataset"])}-*.pth'))
+    named = config["dataset_save_path"]
+    for path in ([named] if named and os.path.exists(named) else []) + [p for p in found if "-for-" not in p]:
+        _logger().warning(f"ignoring {path}: RecBole's dataset cache is a pickle, read only with save_dataset=True")
+    saved = named
+    config["dataset_save_path"] = os.path.join(config["checkpoint_dir"], f".no-cache-{os.getpid()}-{id(config)}")
+    try:
+        return _recbole_create_dataset(config)  # finds no file there: builds the dataset from the atomic files
+    finally:
+        config["dataset_save_path"] = saved
+
+
+@functools.wraps(_recbole_load_split_dataloaders)
+def _load_split_dataloaders(config):
+    if config["save_dataloaders"]:
+        return _recbole_load_split_dataloaders(config)
+    default = os.path.join(config["checkpoint_dir"], f'{config["dataset"]}-for-{config["model"]}-dataloader.pth')
+    path = config["dataloaders_save_path"] or default
+    if os.path.exists(path):
+        _logger().warning(f"ignoring {path}: RecBole's dataloader cache is a pickle, read only with "
+                          f"save_dataloaders=True")
+    return None
+
+
+def _logger():
+    import logging
+
+    return logging.getLogger()
+
+
+def install_cache_guard():
+    for module in CREATE_DATASET_BINDINGS:
+        module.create_dataset = _create_dataset
+    recbole.data.utils.load_split_dataloaders = _load_split_dataloaders  # data_preparation looks it up by name
+
+
 def install_checkpoint_loading():
+    install_cache_guard()
     trainer_cls = recbole.trainer.trainer.Trainer
     if getattr(trainer_cls.fit, "_embsum_checkpoints", False):
         return

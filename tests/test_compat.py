@@ -13,6 +13,7 @@ import recbole.utils
 import recbole.utils.utils
 import torch
 from recbole.config import Config
+import recbole.data
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_seed
 
@@ -203,3 +204,39 @@ def test_recbole_ensure_dir_races_and_ours_does_not(tmp_path, monkeypatch):
     compat.ensure_dir(str(target))  # exists already: fine
     for module_name in compat.ENSURE_DIR_BINDINGS:
         assert importlib.import_module(module_name).ensure_dir is compat.ensure_dir, module_name
+
+
+# --- RecBole unpickles cached datasets / dataloaders it finds in checkpoint_dir ------------------------------------------
+@pytest.fixture
+def planted_caches(mind_dataset, tmp_path):
+    """A BPR config whose checkpoint_dir holds a dataset cache and a dataloader cache that are crafted pickles."""
+    from test_checkpoint import Payload
+
+    data_path, name = mind_dataset
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    marker = tmp_path / "MARKER"
+    for file in (f"{name}-Dataset.pth", f"{name}-for-BPR-dataloader.pth"):
+        (saved / file).write_bytes(pickle.dumps(Payload(marker), protocol=2))
+    config = Config(model="BPR", dataset=name, config_dict={"data_path": data_path, "checkpoint_dir": str(saved)})
+    return config, marker
+
+
+def test_recbole_alone_unpickles_a_dataset_cache_it_finds(planted_caches):
+    # Needed: RecBole's create_dataset runs whatever the cache file names, without being asked to use caches.
+    config, marker = planted_caches
+    with pytest.raises(AttributeError):  # the payload ran, then RecBole found no Dataset in it
+        compat._recbole_create_dataset(config)
+    assert marker.exists()
+
+
+def test_caches_are_ignored_unless_the_run_opts_into_them(planted_caches, caplog):
+    config, marker = planted_caches
+    with caplog.at_level(logging.WARNING):
+        dataset = recbole.data.create_dataset(config)
+        train, _, _ = data_preparation(config, dataset)
+    assert not marker.exists() and len(train) > 0
+    assert "RecBole's dataset cache is a pickle, read only with save_dataset=True" in caplog.text
+    assert "RecBole's dataloader cache is a pickle, read only with save_dataloaders=True" in caplog.text
+    assert config["dataset_save_path"] is None
+    assert recbole.quick_start.quick_start.create_dataset is compat._create_dataset
