@@ -10,8 +10,6 @@ preflight may call them directly.
 import functools
 import os
 
-import recbole.config.configurator
-
 # Options that count something and mean nothing below 1, with what a value below 1 would do.
 POSITIVE_INTEGERS = {
     "epochs": "the model would be tested untrained",
@@ -83,6 +81,8 @@ def _checking_values(set_default_parameters):
 
 def install():
     """Make every ``Config`` check its files before reading them and its values once they are final (idempotent)."""
+    import recbole.config.configurator
+
     config_cls = recbole.config.configurator.Config
     if not getattr(config_cls._load_config_files, "_embsum_validation", False):
         config_cls._load_config_files = _checking_config_files(config_cls._load_config_files)

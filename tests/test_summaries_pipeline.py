@@ -152,3 +152,10 @@ def test_output_that_is_not_a_summaries_file_is_refused_unless_overwrite(tmp_pat
     assert notes.read_bytes() == b"a line of my own, no newline"
     assert _summarize(tmp_path, "--output", str(notes), "--overwrite") == 0
     assert [r["user_id"] for r in load_records(notes)] == ["U1", "U2", "U3"]
+
+
+def test_dataset_name_that_leaves_data_path_is_refused(tmp_path, capsys):
+    write_dataset(tmp_path / "inner")
+    assert _summarize(tmp_path / "inner" / "toy", dataset="../toy") == 2
+    assert "--dataset: '../toy' is not a plain folder name" in capsys.readouterr().err
+    assert not list((tmp_path / "inner").glob("toy.summaries.jsonl"))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from recbole_embsum.validation import check_dataset_name
+
 from .backends import SummaryJob, backend_identity, make_backend
 from .history import dataset_file, evaluation_histories, load_item_texts, training_engagements
 from .prompt import build_messages, domain_for, prompt_hash, recent_first, resolve_template
@@ -113,6 +115,7 @@ def summarize_dataset(data_path, dataset, options, split="train"):
     file was made differently, :class:`TooManyFailures` or ``BackendFatalError`` when the backend cannot work.
     """
     started = time.monotonic()
+    check_dataset_name(dataset)  # the files are <data_path>/<dataset>/<dataset>.*: no way out of data_path
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(options["output"]) if options["output"] else summaries_path(data_path, dataset, split)
