@@ -8,7 +8,8 @@ file a user hands us is read with ``torch.load(weights_only=True)``:
 * ``config``: the run's final config values that are plain data (for people and tools: ``config["model"]``, ...);
 * ``settings``: what rebuilds the ``Config``: the user's own yaml / config_dict / command-line values
   (``external_config_dict``) plus ``model`` and ``dataset`` (see :func:`rebuild_config`);
-* RecBole's fields: ``epoch``, ``cur_step``, ``best_valid_score``, ``state_dict``, ``other_parameter``, ``optimizer``;
+* RecBole's fields: ``epoch``, ``cur_step``, ``best_valid_score``, ``state_dict``, ``optimizer`` and
+  ``other_parameter`` (numpy, scipy sparse and submodule entries stored as tensors and tags, see :func:`storable`);
 * ``rng``: the random-number states a resumed run needs to continue exactly as the uninterrupted run would have:
   Python's ``random``, numpy's global generator (RecBole's negative samplers draw from it), torch's CPU and CUDA
   generators (dropout, EmbSum's negative sampling), the training dataloader's own ``torch.Generator`` (RecBole
@@ -120,6 +121,69 @@ def rebuild_config(checkpoint, path="checkpoint"):
         return Config(model=settings["model"], dataset=settings["dataset"], config_dict=values)
 
 
+# ----------------------------------------------------------------------------------- models' other parameters
+# RecBole models keep some state outside state_dict (``other_parameter_name``): numpy arrays (EASE, SLIMElastic),
+# scipy sparse matrices (ItemKNN, EASE), tensors (Pop, LightGCN) or submodules (FDSA, DIN). They are stored as
+# tensors and plain data, tagged so that they come back as the same types; submodules are already in state_dict.
+_TAG = "__recbole_embsum__"
+
+
+def storable(value):
+    """``value`` (one of a model's other parameters) as tensors and plain data."""
+    import scipy.sparse
+
+    if isinstance(value, torch.nn.Module):
+        return {_TAG: "module"}
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        kind = "numpy.matrix" if isinstance(value, np.matrix) else "numpy"
+        return {_TAG: kind, "array": torch.from_numpy(np.ascontiguousarray(np.asarray(value)))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if scipy.sparse.issparse(value):
+        csr = value.tocsr()
+        return {_TAG: "sparse", "format": value.format, "shape": list(csr.shape), "data": storable(csr.data),
+                "indices": storable(csr.indices), "indptr": storable(csr.indptr)}
+    if isinstance(value, dict):
+        return {key: storable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(storable(item) for item in value)
+    return value
+
+
+def restored(value):
+    """The inverse of :func:`storable`; a submodule entry becomes ``None`` (keep the model's own)."""
+    import scipy.sparse
+
+    if isinstance(value, dict) and _TAG in value:
+        kind = value[_TAG]
+        if kind in ("numpy", "numpy.matrix"):
+            array = value["array"].numpy()
+            if kind == "numpy":
+                return array
+            with warnings.catch_warnings():  # numpy discourages np.matrix; the model (EASE) holds one all the same
+                warnings.simplefilter("ignore", PendingDeprecationWarning)
+                return np.asmatrix(array)
+        if kind == "sparse":
+            matrix = scipy.sparse.csr_matrix((restored(value["data"]), restored(value["indices"]),
+                                              restored(value["indptr"])), shape=tuple(value["shape"]))
+            return matrix.asformat(value["format"])
+        return None
+    if isinstance(value, dict):
+        return {key: restored(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(restored(item) for item in value)
+    return value
+
+
+def _other_parameters(checkpoint):
+    """The model's other parameters of ``checkpoint``, restored, without submodule entries (or None)."""
+    stored = checkpoint.get("other_parameter")
+    if stored is None:
+        return None
+    return {key: value for key, value in restored(stored).items()
+            if not (isinstance(stored[key], dict) and stored[key].get(_TAG) == "module")}
+
+
 # ---------------------------------------------------------------------------------------------- random states
 def rng_state(loader=None):
     """This process's random-number states (plain data and tensors); ``loader``: the training dataloader."""
@@ -200,7 +264,7 @@ def model_checkpoint(model, config):
         "config": plain_values(dict(config.final_config_dict), "checkpoint config"),
         "settings": config_settings(config),
         "state_dict": model.state_dict(),
-        "other_parameter": model.other_parameter(),
+        "other_parameter": storable(model.other_parameter()),
     }
 
 
@@ -266,7 +330,7 @@ def load_weights(model, checkpoint, path="checkpoint"):
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"{path}: its weights do not fit {type(model).__name__} ({first}); was it trained "
                               f"with other options?") from None
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.load_other_parameter(_other_parameters(checkpoint))
 
 
 def load_data_and_model(model_file):
@@ -366,7 +430,7 @@ def load_best(trainer, model_file=None):
     if distributed.is_main_process(trainer.config):
         state = load(checkpoint_file, trainer.device)
         load_weights(trainer.model, state, checkpoint_file)
-        other_parameter = state.get("other_parameter")
+        other_parameter = _other_parameters(state)
         trainer.logger.info(loaded_message(checkpoint_file))
     distributed.broadcast_module(trainer.model, trainer.config)
     trainer.model.load_other_parameter(distributed.broadcast_object(other_parameter, trainer.config))

@@ -240,3 +240,32 @@ def test_caches_are_ignored_unless_the_run_opts_into_them(planted_caches, caplog
     assert "RecBole's dataloader cache is a pickle, read only with save_dataloaders=True" in caplog.text
     assert config["dataset_save_path"] is None
     assert recbole.quick_start.quick_start.create_dataset is compat._create_dataset
+
+
+@pytest.mark.parametrize("model_name, attribute", [("EASE", "item_similarity"), ("ItemKNN", "w")])
+def test_models_with_numpy_and_sparse_state_reload_from_plain_checkpoints(mind_dataset, tmp_path, monkeypatch,
+                                                                          model_name, attribute):
+    import numpy as np
+    import scipy.sparse
+
+    monkeypatch.chdir(tmp_path)
+    data_path, name = mind_dataset
+    config = Config(model=model_name, dataset=name, config_dict={
+        "data_path": data_path, "checkpoint_dir": str(tmp_path / "saved"), "epochs": 1, "show_progress": False,
+        "metrics": ["AUC"], "valid_metric": "AUC"})
+    init_seed(0, True)
+    train, valid, test = data_preparation(config, create_dataset(config))
+    model = get_model(model_name)(config, train._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    trainer.fit(train, valid, saved=True)
+    torch.load(trainer.saved_model_file, weights_only=True)
+    trained = trainer.evaluate(test, load_best_model=False)
+    original = getattr(model, attribute)
+    setattr(model, attribute, original * 0)
+    assert trainer.evaluate(test, load_best_model=True) == trained
+    reloaded = getattr(model, attribute)
+    assert type(reloaded) is type(original)
+    if scipy.sparse.issparse(original):
+        assert (reloaded != original).nnz == 0
+    else:
+        np.testing.assert_array_equal(reloaded, original)
