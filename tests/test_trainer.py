@@ -77,6 +77,7 @@ def make_config(mind_dataset, tmp_path, **overrides):
         "show_progress": False,
         "MAX_ITEM_LIST_LENGTH": 60,
         "train_neg_sample_args": None,  # negatives come from the impression (neg_items)
+        "train_neg_num": None,  # all of them, in stored order: batches of any size see the same negatives
         # compat's empty-history check looks the model up by name, which a toy class passed to Config lacks
         "drop_empty_history": True,
     }
