@@ -546,6 +546,18 @@ def install_training_label_check():
     recbole.data.dataset.dataset.Dataset._load_inter_feat = _load_inter_feat_checking_labels
 
 
+# --- 8. transformers renamed gradient_checkpointing_enable --------------------------------------------------------------
+# transformers 5.x calls it activation_checkpointing_enable and emits a FutureWarning for the old name on every run
+# with gradient_checkpointing: True; the releases setup.py still allows (>= 4.40) have only the old name.
+def enable_activation_checkpointing(model):
+    """Hugging Face activation (gradient) checkpointing of every block of ``model``, non-reentrant."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def apply():
     """Install every workaround (idempotent)."""
     disable_anomaly_detection()

@@ -18,7 +18,7 @@ from collections.abc import MutableMapping
 import recbole.quick_start
 
 import recbole_embsum  # noqa: F401  (registration must happen in spawned workers too)
-from recbole_embsum import checkpoint, compat, validation
+from recbole_embsum import checkpoint, compat, preflight, presets, validation
 
 run_recbole = recbole.quick_start.run_recbole
 load_data_and_model = checkpoint.load_data_and_model  # RecBole's, reading our checkpoints without the full unpickler
@@ -46,8 +46,10 @@ def run(
 ):
     """Train and test ``model`` on ``dataset``; ``nproc``/``world_size`` > 1 runs torch.distributed data parallel.
 
-    Same signature and result as ``recbole.quick_start.run``.
+    Same signature and result as ``recbole.quick_start.run``. Before anything is loaded, ``preflight.check`` stops a
+    run that cannot start (missing data, summaries or backbone) with a one-line ``PreflightError``.
     """
+    preflight.check(model, dataset, config_file_list, config_dict)
     if nproc == 1 and world_size <= 0:
         return run_recbole(
             model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, saved=saved
@@ -71,7 +73,8 @@ def build_parser():
     )
     parser.add_argument("--model", "-m", type=str, default="BPR", help="model name, e.g. EmbSum, SASRec, BPR")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name, e.g. mind, goodreads")
-    parser.add_argument("--config_files", type=str, default=None, help="space-separated yaml files")
+    parser.add_argument("--config_files", type=str, default=None,
+                        help="space-separated yaml files or preset names (cpu-small, paper; properties/presets/)")
     parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (data parallel)")
     parser.add_argument("--ip", type=str, default="localhost", help="address of the rank-0 machine")
     parser.add_argument("--port", type=str, default="5678", help="port of the rank-0 machine")
@@ -85,6 +88,7 @@ def build_parser():
 def main(argv=None):
     args, _ = build_parser().parse_known_args(argv)
     config_file_list = args.config_files.strip().split() if args.config_files else None
+    config_file_list = presets.resolve_config_files(config_file_list)  # "cpu-small" -> its packaged yaml
     try:
         compat.check_model_name(args.model)  # before any data is loaded
         validation.check_config_files(config_file_list)  # before any worker process starts
@@ -100,7 +104,8 @@ def main(argv=None):
             port=args.port,
             group_offset=args.group_offset,
         )
-    except (validation.ConfigError, compat.UnknownModelError, checkpoint.CheckpointError) as err:
+    except (validation.ConfigError, compat.UnknownModelError, checkpoint.CheckpointError,
+            preflight.PreflightError) as err:
         print(f"run_recbole: error: {err}", file=sys.stderr)
         return 2
     return 0

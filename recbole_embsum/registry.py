@@ -18,6 +18,7 @@ RecBole 1.2.1 has no plugin registry; it looks things up by module path and attr
            written by the converter (so a dataset converted under any name loads), at RecBole's internal-default
            priority (after its quick-start yaml), so the user's yaml, ``config_dict`` and command line still win; then
            ``compat.default_negative_sampling`` picks a training-sampling default every model can train with.
+           A named preset (``embsum_preset: cpu-small``, ``presets.py``) is read just above those defaults.
 * checks:  ``validation.install()`` makes every Config refuse a missing yaml file, a dataset name that is not a plain
            folder name and counts below 1 (``epochs``, batch sizes, ...), in one line each.
 * DDP:     ``distributed.install()`` replaces RecBole's nccl-only process group, DDP wrapper and per-rank evaluation
@@ -33,7 +34,7 @@ import recbole.model.sequential_recommender
 import recbole.trainer
 import recbole.trainer.trainer
 
-from recbole_embsum import compat, distributed, validation
+from recbole_embsum import compat, distributed, presets, validation
 from recbole_embsum.evaluation.collector import ImpressionCollector
 from recbole_embsum.evaluation.metrics import register_metrics
 from recbole_embsum.model import caum, embsum, fastformer, mins, naml, nrms
@@ -91,6 +92,9 @@ def _with_packaged_defaults(load_internal_config_dict):
             values = self._update_internal_config_dict(path) or {}
             if os.path.dirname(path) == packaged_datasets or not path.startswith(properties_dir()):
                 self.parameters["Dataset"] += [key for key in values if key not in self.parameters["Dataset"]]
+        preset = self.external_config_dict.get(presets.PRESET_KEY)
+        if preset:
+            self._update_internal_config_dict(presets.preset_path(preset))
         compat.default_negative_sampling(self)
 
     wrapper._embsum_defaults = True
@@ -109,4 +113,5 @@ def register():
     config_cls._load_internal_config_dict = _with_packaged_defaults(config_cls._load_internal_config_dict)
     compat.apply()
     validation.install()
+    presets.install()  # after validation: preset names become paths before the file check
     distributed.install()

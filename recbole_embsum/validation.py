@@ -31,7 +31,10 @@ def check_config_files(config_file_list):
     for path in config_file_list or []:
         if not os.path.isfile(path):
             what = "is a folder, not a yaml file" if os.path.isdir(path) else "does not exist"
-            raise ConfigError(f"--config_files: {path} {what}; give existing yaml files, separated by spaces")
+            from recbole_embsum import presets
+
+            raise ConfigError(f"--config_files: {path} {what}; give existing yaml files or preset names "
+                              f"({', '.join(presets.available())}), separated by spaces")
 
 
 def check_dataset_name(name):

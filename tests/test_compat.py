@@ -269,3 +269,22 @@ def test_models_with_numpy_and_sparse_state_reload_from_plain_checkpoints(mind_d
         assert (reloaded != original).nnz == 0
     else:
         np.testing.assert_array_equal(reloaded, original)
+
+
+def test_activation_checkpointing_uses_the_current_transformers_name_without_its_deprecation_warning():
+    import warnings
+
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    def tiny():
+        return T5ForConditionalGeneration(T5Config(vocab_size=20, d_model=8, d_ff=16, d_kv=4, num_heads=2,
+                                                   num_layers=1))
+
+    # Needed: this transformers warns on the old name (the test fails once the old name stops warning or goes).
+    with pytest.warns(FutureWarning, match="gradient_checkpointing_enable"):
+        tiny().gradient_checkpointing_enable()
+    model = tiny()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compat.enable_activation_checkpointing(model)
+    assert model.encoder.gradient_checkpointing and model.decoder.gradient_checkpointing
