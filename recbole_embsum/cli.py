@@ -40,7 +40,15 @@ def main(argv=None):
         import recbole_embsum
 
         recbole_embsum.register()  # deferred by the console script until a command actually runs
-    return args.func(args) or 0
+    # RecBole's Config reads sys.argv for --key=value settings and warns about every other token ("command line args
+    # [...] will not be used in RecBole"); our commands pass their RecBole settings explicitly (config_dict), so
+    # while a command runs RecBole sees no arguments of ours.
+    argv_before = sys.argv
+    sys.argv = sys.argv[:1]
+    try:
+        return args.func(args) or 0
+    finally:
+        sys.argv = argv_before
 
 
 if __name__ == "__main__":

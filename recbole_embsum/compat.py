@@ -23,6 +23,35 @@ import torch
 # that one message; this module must be imported before recbole.quick_start (recbole_embsum/__init__.py does so).
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API", category=UserWarning)
 
+
+# --- 0b. Other warnings from code that is not ours, seen on every demo / compare run ---------------------------------
+# Each is silenced for its one message from its one module; anything else still shows.
+KNOWN_WARNINGS = (
+    # ray/tune/logger/tensorboardx.py (imported by recbole.quick_start) reads np.bool8 at import (numpy 1.24+).
+    dict(message=r"`np\.bool8` is a deprecated alias", category=DeprecationWarning,
+         module=r"ray\.tune\.logger\.tensorboardx"),
+    # recbole/trainer/trainer.py Trainer._train_epoch builds torch.cuda.amp.GradScaler, deprecated in torch 2.4 (our
+    # EmbSumTrainer uses torch.amp.GradScaler; this is every RecBole baseline's epoch).
+    dict(message=r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", category=FutureWarning,
+         module=r"recbole\.trainer\.trainer"),
+    # recbole/data/dataset/dataset.py Dataset._fill_nan calls feat[field].fillna(..., inplace=True): pandas 2.2 warns
+    # that this chained assignment stops working under copy-on-write (pandas 3, excluded by setup.py's pin).
+    dict(message=r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment",
+         category=FutureWarning, module=r"recbole\.data\.dataset\.dataset"),
+    # recbole/utils/logger.py init_logger opens a log FileHandler and passes it to logging.basicConfig, which ignores
+    # it once the root logger has handlers (every run after the first in one process): the file is never closed.
+    dict(message=r"unclosed file <_io\.TextIOWrapper name='[^']*\.log' mode='a'", category=ResourceWarning),
+)
+
+
+def quiet_known_warnings():
+    """Install the filters of :data:`KNOWN_WARNINGS` (in front of any others, e.g. ``-W error``)."""
+    for spec in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", **spec)
+
+
+quiet_known_warnings()
+
 import recbole.config.configurator  # noqa: E402
 import recbole.data.dataset.dataset  # noqa: E402
 import recbole.data.dataset.sequential_dataset  # noqa: E402
