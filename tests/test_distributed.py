@@ -66,6 +66,7 @@ def _helpers_rank(rank, port, num_rows):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_gather_rows_restores_dataset_order_without_padding_and_shards_merge_in_id_order():
     mp.spawn(_helpers_rank, args=(free_port(), 5), nprocs=2, join=True)
@@ -146,6 +147,7 @@ def run_two_ranks_and_compare(model, data_path, tmp_path, monkeypatch, model_opt
     return result, valid_rows
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_gloo_ranks_train_a_baseline_and_match_single_process_metrics(mind_dataset_no_empty, tmp_path,
                                                                           monkeypatch):
@@ -155,6 +157,7 @@ def test_two_gloo_ranks_train_a_baseline_and_match_single_process_metrics(mind_d
     assert 0.0 < result["test_result"]["imp_auc"] < 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_gloo_ranks_train_embsum_with_accumulation_and_match_single_process_metrics(mind_dataset, tmp_path,
                                                                                        monkeypatch):

@@ -2,10 +2,13 @@
 import os
 import shutil
 
+import pytest
+
 from recbole_embsum.demo import EMBSUM_CONFIG
 from recbole_embsum.evaluation import compare
 
 
+@pytest.mark.slow
 def test_briefly_trained_embsum_beats_popularity_on_planted_interests(mind_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # RecBole's trainers write log_tensorboard/ in the working directory
     shared_path, name = mind_dataset

@@ -334,6 +334,7 @@ def test_global_vectors_match_the_whole_t5_forward(prepared):
 
 
 # -------------------------------------------------------------------------------------------------- evaluation
+@pytest.mark.slow
 def test_history_dedup_matches_naive_per_row_scoring(prepared):
     model = make_model(prepared).eval()
     rows = valid_batch(prepared)

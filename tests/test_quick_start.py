@@ -37,6 +37,7 @@ def _run(command, tmp_path, *extra):
     return output
 
 
+@pytest.mark.slow
 def test_baseline_trains_and_reloads_its_best_checkpoint_through_run_recbole(mind_dataset, tmp_path):
     data_path, name = mind_dataset
     output = _run([f"{BIN}/run_recbole", "--model=BPR", f"--dataset={name}"], tmp_path,
@@ -47,6 +48,7 @@ def test_baseline_trains_and_reloads_its_best_checkpoint_through_run_recbole(min
     assert "test result" in output and "imp_auc" in output
 
 
+@pytest.mark.slow
 def test_sequential_baseline_runs_through_python_dash_m(mind_dataset, tmp_path):
     data_path, name = mind_dataset
     output = _run([sys.executable, "-m", "recbole_embsum", "--model=SASRec", f"--dataset={name}"], tmp_path,
@@ -55,6 +57,7 @@ def test_sequential_baseline_runs_through_python_dash_m(mind_dataset, tmp_path):
     assert "test result" in output and "imp_ndcg@10" in output
 
 
+@pytest.mark.slow
 def test_embsum_trains_validates_and_tests_through_run_recbole(mind_dataset, tmp_path):
     data_path, name = mind_dataset
     output = _run([f"{BIN}/run_recbole", "--model=EmbSum", f"--dataset={name}"], tmp_path,
@@ -64,6 +67,7 @@ def test_embsum_trains_validates_and_tests_through_run_recbole(mind_dataset, tmp
     assert list((tmp_path / "saved").glob("EmbSum-*.pth"))
 
 
+@pytest.mark.slow
 def test_recbole_own_run_recbole_finds_embsum_after_import(mind_dataset, tmp_path):
     import recbole.quick_start
 
@@ -74,6 +78,7 @@ def test_recbole_own_run_recbole_finds_embsum_after_import(mind_dataset, tmp_pat
     assert recbole_embsum.run_recbole is recbole.quick_start.run_recbole
 
 
+@pytest.mark.slow  # a fresh interpreter imports RecBole, torch and transformers
 def test_unknown_model_on_the_command_line_stops_with_one_line_and_close_names(tmp_path):
     result = subprocess.run([f"{BIN}/run_recbole", "--model=EmbSun", "--dataset=mind"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
@@ -102,6 +107,7 @@ def test_run_recbole_accepts_recbole_script_flags(flag):
     assert flag in run_parser().format_help()
 
 
+@pytest.mark.slow
 def test_run_recbole_nproc_2_trains_embsum_with_gloo_and_rank_0_writes_one_checkpoint(mind_dataset, tmp_path):
     import socket
 

@@ -107,6 +107,7 @@ def test_user_with_an_empty_history_before_the_first_training_row_gets_no_summar
     assert "U8" not in load_summaries(tmp_path / "toy" / "toy.summaries.jsonl")
 
 
+@pytest.mark.slow
 def test_resume_after_kill_asks_nobody_twice(tmp_path):
     users = 8
     many_users_dataset(tmp_path, "many", users)
