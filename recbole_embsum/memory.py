@@ -11,8 +11,9 @@ Two parts, each an estimate (the preflight warns when their sum exceeds the mach
   The per-layer counts follow Hugging Face's T5 blocks (which tensors autograd saves); ``benchmarks/
   bench_paper_memory.py`` measures the same step and prints the estimate beside it. With
   ``gradient_checkpointing`` each T5 block keeps only its input, and one block is recomputed at a time.
-* **the loaded data**: RecBole parses every ``.inter`` row into Python/numpy objects; ``benchmarks/bench_load.py``
-  measured 6.3 KiB per row on a MIND-small-sized dataset.
+* **the loaded data**: per ``.inter`` row, as ``benchmarks/bench_load.py`` measured on a MIND-small-sized dataset:
+  0.17 KiB with the history store (``<name>.store/``, histories memory-mapped), 6.3 KiB for a folder in the older
+  inline layout (RecBole parses every row's history into numpy objects).
 
 The knobs that bring a step down: ``train_batch_size`` (with ``grad_accum_steps`` keeping the effective batch),
 ``gradient_checkpointing``, ``enable_amp`` (bf16 on a GPU); the data part only shrinks with less data.
@@ -21,7 +22,7 @@ import dataclasses
 import os
 
 GIB = 1024 ** 3
-DATA_BYTES_PER_ROW = 6.3 * 1024  # RecBole's loaded dataset, per .inter row (benchmarks/bench_load.py)
+DATA_BYTES_PER_ROW = {"store": 0.17 * 1024, "inline": 6.3 * 1024}  # per .inter row (benchmarks/bench_load.py)
 OPTIMIZER_BYTES_PER_PARAMETER = 16  # fp32 weight + gradient + AdamW's two moments
 
 
@@ -185,7 +186,10 @@ class RunEstimate:
 
 def estimate_run(config, embsum=True):
     """The estimate for the run ``config`` describes (``embsum=False``: the data part only)."""
+    from dataset_converters.store import store_path
+
     rows = inter_rows(config["data_path"])
+    layout = "store" if os.path.isdir(store_path(config["data_path"], config["dataset"])) else "inline"
     device_bytes, kind = machine_memory(config)
     step_bytes, settings = 0, ""
     if embsum:
@@ -198,4 +202,4 @@ def estimate_run(config, embsum=True):
         settings = (f"train_batch_size={shapes.users}, {shapes.sessions} sessions x {shapes.session_tokens} tokens, "
                     f"d_model={sizes.d_model}, gradient_checkpointing={checkpointing}, "
                     f"{'bf16' if amp else 'fp32'}")
-    return RunEstimate(step_bytes, int(rows * DATA_BYTES_PER_ROW), device_bytes, kind, rows, settings)
+    return RunEstimate(step_bytes, int(rows * DATA_BYTES_PER_ROW[layout]), device_bytes, kind, rows, settings)
