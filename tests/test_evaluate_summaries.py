@@ -108,3 +108,23 @@ def test_evaluate_summaries_without_references_for_evaluation_users_says_so(trai
     assert main(["evaluate-summaries", "--checkpoint", str(checkpoint), "--references", str(root / "missing.jsonl"),
                  "--output", str(root / "none")]) == 2
     assert "summarize --split test" in capsys.readouterr().err
+
+
+def test_full_disk_while_writing_results_is_one_line_and_leaves_neither_file(trained, capsys, monkeypatch):
+    import errno
+
+    from recbole_embsum.evaluation import summaries
+
+    root, folder, name, checkpoint = trained
+    out = root / "full"
+
+    def no_space(path, value):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a failed write reports it: no file name
+
+    monkeypatch.setattr(summaries, "write_json", no_space)
+    assert main(["evaluate-summaries", "--checkpoint", str(checkpoint), "--references",
+                 str(folder / f"{name}.test.summaries.jsonl"), "--output", str(out), "--max_users", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"recbole-embsum evaluate-summaries: error: {out / 'rouge.json'}: No space left on device; the "
+                   f"disk is full; free some space or choose another --output, then rerun")
+    assert sorted(p.name for p in out.iterdir()) == []

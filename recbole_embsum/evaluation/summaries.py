@@ -127,13 +127,17 @@ def evaluate_summaries(checkpoint, references_path, output, max_users=None, batc
     with naming(paths["summaries.jsonl"]), JsonlFile(paths["summaries.jsonl"]) as out:
         for user in users:
             out.write(make_record(user, generated[user], BACKEND_NAME, model_name, _history_hash(histories[user])))
-    with naming(paths["rouge.json"]):
-        write_json(paths["rouge.json"], {
-            "checkpoint": os.path.abspath(checkpoint),
-            "references": os.path.abspath(references_path),
-            "users": len(users),
-            "skipped": skipped,
-            **{name: vars(rouge[name]) for name in ROUGE_TYPES},
-        })
+    try:
+        with naming(paths["rouge.json"]):
+            write_json(paths["rouge.json"], {
+                "checkpoint": os.path.abspath(checkpoint),
+                "references": os.path.abspath(references_path),
+                "users": len(users),
+                "skipped": skipped,
+                **{name: vars(rouge[name]) for name in ROUGE_TYPES},
+            })
+    except BaseException:  # both files or neither: a rerun must not find half a result and ask for --overwrite
+        os.unlink(paths["summaries.jsonl"])
+        raise
     logger.info("ROUGE of %d generated summaries written to %s", len(users), paths["rouge.json"])
     return SummaryEvaluation(users, generated, rouge, skipped, paths)
