@@ -8,7 +8,7 @@ import torch
 
 from recbole_embsum.model.losses import IGNORE_INDEX, nce_loss, draw_negatives, summary_loss
 from recbole_embsum.model.poly_attention import PolyAttention
-from recbole_embsum.model.scorer import PolyScorer
+from recbole_embsum.model.scorer import PolyScorer, poly_score_grid
 from recbole_embsum.model.session import pack_sessions, recent_first
 from recbole_embsum.text.backbone import train_tokenizer
 from recbole_embsum.text.items import (ITEM_START_TOKEN, build_item_token_table, build_summary_token_table,
@@ -61,9 +61,21 @@ def test_score_grid_equals_pairs_in_any_chunking():
     scorer = PolyScorer(d_model=8)
     users, items = torch.randn(3, 4, 8), torch.randn(5, 2, 8)
     pairs = torch.stack([scorer.score_pairs(users[u : u + 1].expand(5, -1, -1), items) for u in range(3)])
-    for chunk_elements in (1, 30, 2**20):  # 1 item, a few items, all at once
-        torch.testing.assert_close(scorer.score_grid(users, items, chunk_elements), pairs)
+    for chunk_items in (1, 2, 8):  # 1 item, a few items, all at once
+        torch.testing.assert_close(scorer.score_grid(users, items, chunk_items), pairs)
     assert scorer.score_grid(users, items[:0]).shape == (3, 0)
+    keys = scorer.item_keys(items)
+    for block_elements in (1, 3 * 4 * 2 * 2 * 2, 2**20):  # 1 item per block, 2 items, all at once
+        torch.testing.assert_close(poly_score_grid(users, items, keys, block_elements), pairs)
+    assert poly_score_grid(users[:0], items, keys).shape == (0, 5)
+
+
+def test_score_grid_is_stable_for_large_attention_logits():
+    """Softmax over m*n pairs with logits in the thousands: no overflow, the score is the top pair's match."""
+    users = torch.tensor([[[1000.0, 0.0], [0.0, 1.0]]])  # [1, m=2, d=2]
+    items = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # [2, n=1, d=2]
+    scores = poly_score_grid(users, items, items * 100)  # keys = 100 B: logits up to 1e5
+    torch.testing.assert_close(scores, torch.tensor([[1000.0, 1.0]]))
 
 
 # -------------------------------------------------------------------------------------------------- Eq. (5)

@@ -5,8 +5,8 @@
     s   = W^p . K                                          # Eq. (4), the relevance score
 
 `poly_score` broadcasts over leading dimensions and scores aligned pairs ([N] users against [N] items);
-`poly_score_grid` scores every user against every item with one large matmul (a users x items grid, as in
-evaluation over the catalogue and in serving); `PolyScorer` owns ``W^s`` and exposes both shapes.
+`poly_score_grid` scores every user against every item, one cache-sized block of items at a time (a users x items
+grid, as in evaluation over the catalogue and in serving); `PolyScorer` owns ``W^s`` and exposes both shapes.
 """
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,17 @@ def poly_score(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys: torc
     return (w_p * k_flat).sum(-1)  # Eq. (4): s = W^p . K
 
 
-def poly_score_grid(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys: torch.Tensor) -> torch.Tensor:
-    """Eqs. (3)-(4) for every user against every item, as one [U*m, d] x [d, I*2n] matmul.
+GRID_BLOCK_ELEMENTS = 2**18  # products per block of poly_score_grid (1 MiB in float32): stays in the CPU's cache
+
+
+def poly_score_grid(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys: torch.Tensor,
+                    block_elements: int = GRID_BLOCK_ELEMENTS) -> torch.Tensor:
+    """Eqs. (3)-(4) for every user against every item.
+
+    Items go in blocks; for each block one batched contraction of every user's A with the block's
+    [B; gelu(B W^s)] gives each (user, item) pair its m*n matching scores and m*n attention logits as two contiguous
+    rows, so the softmax and the weighted sum run over contiguous memory. No temporary is larger than a block
+    (about ``block_elements`` products), whatever the numbers of users and items.
 
     Args:
         user_poly: A, [U, m, d].
@@ -44,13 +53,17 @@ def poly_score_grid(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys:
     """
     n_users, m, d = user_poly.shape
     n_items, n, _ = item_poly.shape
-    both = torch.cat([item_poly, item_keys], dim=1).reshape(n_items * 2 * n, d)  # [B; gelu(B W^s)]: [I*2n, d]
-    products = (user_poly.reshape(n_users * m, d) @ both.T).view(n_users, m, n_items, 2, n)  # [U, m, I, 2, n]
-    matching = products[:, :, :, 0]  # Eq. (3): A B^T per pair, [U, m, I, n]
-    attention = products[:, :, :, 1]  # A gelu(B W^s)^T per pair, [U, m, I, n]
-    # Eq. (4): softmax over the m*n pairs of each (user, item), i.e. over dims (1, 3), then s = W^p . K.
-    weights = torch.exp(attention - attention.amax(dim=(1, 3), keepdim=True))  # [U, m, I, n]
-    return (weights * matching).sum(dim=(1, 3)) / weights.sum(dim=(1, 3))  # [U, I]
+    block = max(1, block_elements // max(1, n_users * m * 2 * n))  # items per block
+    users_t = user_poly.transpose(1, 2)  # A^T: [U, d, m]
+    scores = user_poly.new_empty(n_users, n_items)
+    for start in range(0, n_items, block):
+        both = torch.cat([item_poly[start : start + block], item_keys[start : start + block]], dim=1)  # [b, 2n, d]
+        size = both.size(0)
+        # [b*2n, d] x [U, d, m] -> [U, b*2n, m]: B A^T and gelu(B W^s) A^T of every pair of the block
+        products = torch.matmul(both.view(size * 2 * n, d), users_t).view(n_users, size, 2, n * m)  # [U, b, 2, nm]
+        weights = torch.softmax(products[:, :, 1], dim=-1)  # Eq. (4): W^p over the m*n pairs, [U, b, nm]
+        scores[:, start : start + size] = (weights * products[:, :, 0]).sum(-1)  # Eq. (4): s = W^p . K (Eq. (3))
+    return scores
 
 
 class PolyScorer(nn.Module):
@@ -68,18 +81,10 @@ class PolyScorer(nn.Module):
         """Scores of aligned rows: A [N, m, d] with B [N, n, d] -> [N]."""
         return poly_score(user_poly, item_poly, self.item_keys(item_poly))
 
-    def score_grid(self, user_poly: torch.Tensor, item_poly: torch.Tensor, chunk_elements: int = 2**24) -> torch.Tensor:
+    def score_grid(self, user_poly: torch.Tensor, item_poly: torch.Tensor, chunk_items: int = 8192) -> torch.Tensor:
         """Scores of every user against every item: A [U, m, d] with B [I, n, d] -> [U, I].
 
-        Items are processed in chunks so that the [U, m, chunk, 2n] intermediates hold about ``chunk_elements`` values.
+        ``gelu(B W^s)`` is computed ``chunk_items`` items at a time.
         """
-        n_users, m = user_poly.shape[:2]
-        n_items, n = item_poly.shape[:2]
-        chunk = max(1, chunk_elements // max(1, n_users * m * 2 * n))
-        scores = []
-        for start in range(0, n_items, chunk):
-            block = item_poly[start : start + chunk]  # [c, n, d]
-            scores.append(poly_score_grid(user_poly, block, self.item_keys(block)))  # [U, c]
-        if not scores:
-            return user_poly.new_zeros(n_users, 0)
-        return torch.cat(scores, dim=1)
+        scores = [poly_score_grid(user_poly, block, self.item_keys(block)) for block in item_poly.split(chunk_items)]
+        return torch.cat(scores, dim=1) if scores else user_poly.new_zeros(user_poly.size(0), 0)

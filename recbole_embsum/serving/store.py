@@ -1,7 +1,8 @@
 """Scoring from exported poly-embeddings: :class:`EmbeddingStore` opens export folders and ranks candidates.
 
 Only Eqs. (3)-(4) run online: the UPE ``A`` [m, d] of the user, and for each candidate its CPE ``B`` [n, d] and the
-precomputed ``gelu(B W^s)`` [n, d], go through :func:`recbole_embsum.model.scorer.poly_score`. Shards are memory-mapped
+precomputed ``gelu(B W^s)`` [n, d], go through :func:`recbole_embsum.model.scorer.poly_score_grid`, a block of
+candidates at a time for all users together. Shards are memory-mapped
 (safetensors), so opening a store reads only JSON, and :meth:`EmbeddingStore.topk` streams the catalogue in chunks
 of ``chunk_size`` items with a running top-k: memory grows with the chunk, not with the catalogue.
 
@@ -14,7 +15,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from recbole_embsum.model.scorer import poly_score, poly_score_grid
+from recbole_embsum.model.scorer import poly_score_grid
 from recbole_embsum.summaries.store import load_summaries
 
 from .layout import (FORMAT, MANIFEST_FILE, PLAN_FILE, SCORER_FILE, SECTIONS, VERSION, ExportFormatError, plan_hash,
@@ -160,28 +161,33 @@ class EmbeddingStore:
 
     def user_poly(self, user: str) -> torch.Tensor:
         """The stored UPE ``A`` of ``user``: [m, d] float32."""
-        found = self._locate("users", str(user))
-        if found is None:
-            raise self._unknown("users", [str(user)])
-        folder, row = found
-        return folder.rows("users", "poly", [row])[0]
+        return self.user_polys([user])[0]
+
+    def user_polys(self, users: Sequence[str]) -> torch.Tensor:
+        """The stored UPEs ``A`` of ``users``: [U, m, d] float32."""
+        return self._gather("users", users, ("poly",))[0]
 
     def item_poly(self, items: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
         """The stored CPE ``B`` and ``gelu(B W^s)`` of ``items``: two [N, n, d] float32 tensors."""
-        items = [str(item) for item in items]
-        located = [self._locate("items", item) for item in items]
-        missing = [item for item, found in zip(items, located) if found is None]
+        poly, keys = self._gather("items", items, ("poly", "keys"))
+        return poly, keys
+
+    def _gather(self, section: str, raw_ids: Sequence[str], keys: Sequence[str]) -> List[torch.Tensor]:
+        """Tensors ``keys`` of the rows of ``raw_ids`` in ``section``, each [N, codes, d] float32, read per folder."""
+        raw_ids = [str(raw) for raw in raw_ids]
+        located = [self._locate(section, raw) for raw in raw_ids]
+        missing = [raw for raw, found in zip(raw_ids, located) if found is None]
         if missing:
-            raise self._unknown("items", missing)
-        poly = torch.empty(len(items), self.sizes["n"], self.sizes["d"])
-        keys = torch.empty_like(poly)
+            raise self._unknown(section, missing)
+        codes = self.sizes["n" if section == "items" else "m"]
+        out = [torch.empty(len(raw_ids), codes, self.sizes["d"]) for _ in keys]
         for folder in self.folders:
             picks = [(i, row) for i, (owner, row) in enumerate(located) if owner is folder]
             if picks:
                 where, rows = zip(*picks)
-                poly[list(where)] = folder.rows("items", "poly", rows)
-                keys[list(where)] = folder.rows("items", "keys", rows)
-        return poly, keys
+                for tensor, key in zip(out, keys):
+                    tensor[list(where)] = folder.rows(section, key, rows)
+        return out
 
     def score(self, user: str, candidates: Sequence[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
         """Relevance scores s (Eqs. (3)-(4)) of ``candidates`` for ``user``: [len(candidates)], float32.
@@ -192,7 +198,7 @@ class EmbeddingStore:
         scores = []
         for start in range(0, len(candidates), chunk_size):
             item_poly, item_keys = self.item_poly(candidates[start:start + chunk_size])  # B, gelu(B W^s): [c, n, d]
-            scores.append(poly_score(user_poly, item_poly, item_keys))  # [c]
+            scores.append(poly_score_grid(user_poly[None], item_poly, item_keys)[0])  # [c]
         return torch.cat(scores) if scores else torch.empty(0)
 
     def iter_scores(self, users: Sequence[str],
@@ -205,7 +211,7 @@ class EmbeddingStore:
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        user_polys = torch.stack([self.user_poly(user) for user in users])  # A of each user: [U, m, d]
+        user_polys = self.user_polys(users)  # A of each user: [U, m, d]
         offset = 0
         for i, folder in enumerate(self.folders):
             shadowed = self._shadowed_rows(i)
