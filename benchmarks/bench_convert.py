@@ -2,7 +2,7 @@
 
 Generates (with dataset_converters.synth) about 160k impressions over 65k news with ~37 candidates per impression and
 ~22 history items, in the raw MIND format, then converts it and prints rows/s and peak RSS. The generation is not
-timed. Run: `python benchmarks/bench_convert.py [--users 57000 --items 65000 --workdir DIR]`.
+timed. Run: `python benchmarks/bench_convert.py [--users 57000 --items 65000 --workdir DIR] [--quick]`.
 """
 import argparse
 import multiprocessing
@@ -15,6 +15,7 @@ import time
 from dataset_converters.impressions import ConvertOptions
 from dataset_converters.mind import convert_mind
 from dataset_converters.synth import synth_mind
+from quick import parse_args
 
 
 def peak_rss_mb():
@@ -28,7 +29,7 @@ def main():
     parser.add_argument("--items", type=int, default=65000)
     parser.add_argument("--candidates", type=int, default=37)
     parser.add_argument("--workdir", default=None, help="kept if given; a temporary folder otherwise")
-    args = parser.parse_args()
+    args = parse_args(parser, {"users": 300, "items": 400, "candidates": 10})
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_convert_")
     try:
         raw, out = os.path.join(workdir, "raw"), os.path.join(workdir, "out")

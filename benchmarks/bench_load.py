@@ -12,13 +12,17 @@ imported; memory-mapped store pages count while resident).
     python benchmarks/bench_load.py --workdir /tmp/benchload [--fractions 0.25,0.5,1] [--layout store] [--model Pop]
     # DDP: N ranks (gloo, CPU) loading the same folder at once; prints each rank's peak and the total
     python benchmarks/bench_load.py --data_path /tmp/benchconv/out --world_size 4
+    # --quick: the growth curve at two tiny sizes in a temporary folder (checks that the script runs)
 """
 import argparse
 import multiprocessing
 import os
 import resource
 import socket
+import tempfile
 import time
+
+from quick import parse_args
 
 MIND_SMALL_USERS = 57000  # with 65k news and ~37 candidates: ~160k impressions, ~2.56M rows (bench_convert.py)
 MIND_SMALL_ITEMS = 65000
@@ -177,8 +181,11 @@ def main():
                         help="sizes of the growth curve, in MIND-small units, or 'large' (MIND-large-sized)")
     parser.add_argument("--layout", choices=("store", "inline"), default="store", help="layout of the growth curve")
     parser.add_argument("--world_size", type=int, default=1, help="load in this many DDP ranks at once (gloo, CPU)")
-    args = parser.parse_args()
-    if args.workdir:
+    args = parse_args(parser, {"fractions": "0.002,0.004"})
+    if args.quick and not (args.workdir or args.data_path):
+        with tempfile.TemporaryDirectory(prefix="bench_load_") as workdir:
+            growth(workdir, [float(f) for f in args.fractions.split(",")], args.layout, args.model)
+    elif args.workdir:
         fractions = [f if f == "large" else float(f) for f in args.fractions.split(",")]
         growth(args.workdir, fractions, args.layout, args.model)
     elif args.data_path is None:

@@ -10,7 +10,7 @@ Steps:
   torchmetrics-loop torchmetrics' per-query nDCG@10 + binary AUROC in a Python loop over a sample of impressions,
                     extrapolated to all impressions (what "just call torchmetrics per impression" would cost)
 
-Usage: python benchmarks/bench_metrics.py [--rows 2700000] [--impressions 73000] [--batch 4096]
+Usage: python benchmarks/bench_metrics.py [--rows 2700000] [--impressions 73000] [--batch 4096] [--quick]
 """
 import argparse
 import json
@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 import torch
+
+from quick import parse_args
 
 STEPS = ("collect-recbole", "collect-ours", "metrics", "torchmetrics-loop")
 METRICS = ["AUC", "imp_auc", "imp_mrr", "imp_ndcg@5", "imp_ndcg@10"]
@@ -109,7 +111,7 @@ def main():
     parser.add_argument("--batch", type=int, default=4096, help="eval_batch_size")
     parser.add_argument("--loop-sample", type=int, default=2000, help="impressions timed in the torchmetrics loop")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, {"rows": 20_000, "impressions": 1_000, "batch": 1024, "loop_sample": 100})
     if args.step:
         torch.set_num_threads(1)
         print(json.dumps(run_step(args.step, args)))

@@ -7,7 +7,7 @@ Steps:
   openai     the same prompts sent to a local server that answers after --latency seconds, at several concurrency
              levels and with two servers; users/s and the speed-up over one request at a time
 
-Usage: python benchmarks/bench_summaries.py [--users 5000] [--items 20000] [--llm-users 200] [--latency 0.05]
+Usage: python benchmarks/bench_summaries.py [--users 5000] [--items 20000] [--llm-users 200] [--latency 0.05] [--quick]
 """
 import argparse
 import csv
@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from quick import parse_args
 from recbole_embsum.summaries import resolve_options, summarize_dataset
 
 CATEGORIES = [f"category{k}" for k in range(18)]
@@ -81,7 +82,7 @@ def main():
     parser.add_argument("--items", type=int, default=20000)
     parser.add_argument("--llm-users", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.05)
-    args = parser.parse_args()
+    args = parse_args(parser, {"users": 200, "items": 500, "llm_users": 20, "latency": 0.01})
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as root:
         synthetic_dataset(root, "bench", args.users, args.items)

@@ -6,14 +6,13 @@ same summary targets (teacher forcing, LM loss). The ratio EmbSum / bare is the 
 (session packing, negative sampling, poly-attention, scoring, NCE); the target is <= 1.3.
 
     python benchmarks/bench_train_step.py [--users 200 --items 300 --batch-size 16 --d-model 64 --layers 2
-                                           --steps 5 --device cpu]
+                                           --steps 5 --device cpu] [--quick]
 
 Data: the synthetic MIND generator (planted topics) converted with the project's converter, plus one template
 summary per user, in a temporary folder. Prints samples/s for both steps (median of alternating runs) and the ratio.
 """
 import argparse
 import itertools
-import json
 import logging
 import os
 import statistics
@@ -23,6 +22,8 @@ import time
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
+from quick import parse_args
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -31,6 +32,7 @@ def build_data(root, users, items):
     from dataset_converters.impressions import ConvertOptions
     from dataset_converters.mind import convert_mind
     from dataset_converters.synth import synth_mind
+    from recbole_embsum.summaries.store import SummaryAppender, make_record
 
     raw, data = os.path.join(root, "raw"), os.path.join(root, "data")
     os.makedirs(raw)
@@ -39,10 +41,10 @@ def build_data(root, users, items):
     folder = os.path.join(data, "mind")
     with open(os.path.join(folder, "mind.train.inter"), encoding="utf-8") as handle:
         user_ids = sorted({line.split("\t")[1] for line in itertools.islice(handle, 1, None)})
-    with open(os.path.join(folder, "mind.summaries.jsonl"), "w", encoding="utf-8") as handle:
+    with SummaryAppender(os.path.join(folder, "mind.summaries.jsonl")) as summaries:  # the summarize tool's writer
         for user in user_ids:
             summary = f"User {user} follows news on several topics and reads long stories about them every week."
-            handle.write(json.dumps({"user_id": user, "summary": summary}) + "\n")
+            summaries.append(make_record(user, summary, backend="template", model="bench_train_step", prompt_hash="-"))
     return data
 
 
@@ -117,7 +119,8 @@ def main(argv=None):
     parser.add_argument("--history", type=int, default=20, help="k, latest history items")
     parser.add_argument("--steps", type=int, default=7, help="timed steps of each kind (after 2 warm-up rounds)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"users": 60, "items": 100, "batch_size": 4, "d_model": 32, "layers": 1, "history": 6,
+                               "steps": 2}, argv)
     logging.basicConfig(level=logging.WARNING)
 
     from recbole.config import Config
