@@ -1,4 +1,4 @@
-"""Data-parallel training, evaluation and export through RecBole's own DDP path (issue #8).
+"""Data-parallel training, evaluation and export through RecBole's own DDP path.
 
 RecBole 1.2.1 runs several processes with ``recbole.quick_start.run(..., nproc, world_size, ip, port, group_offset)``
 (``torch.multiprocessing.spawn``; each rank builds a ``Config`` with ``local_rank`` set, which joins the process

@@ -1,7 +1,8 @@
 """How RecBole finds our model, trainer, metrics, collector and packaged yaml defaults, without editing RecBole.
 
 RecBole 1.2.1 has no plugin registry; it looks things up by module path and attribute name
-(see ../shared/notes/recbole-1.2.1.md, section 1). ``register()`` puts our classes where those lookups look:
+(``recbole.utils.get_model``, ``get_trainer``, the metric registry in ``recbole.evaluator.register``).
+``register()`` puts our classes where those lookups look:
 
 * models:  ``get_model("EmbSum")`` imports ``recbole.model.sequential_recommender.embsum`` -> our module is aliased
            in ``sys.modules`` under that name; the same for each content baseline (``MODELS``).
