@@ -205,8 +205,11 @@ def main():
     parser.add_argument("--reencode-users", type=int, default=2)
     parser.add_argument("--reencode-items", type=int, default=32)
     parser.add_argument("--workdir", default=None, help="kept if given; a temporary folder otherwise")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = parse_args(parser, {"users": 4, "items": 1024, "chunk_size": 512, "repeats": 1, "stream_items": 20_000,
                                "stream_chunks": "4096", "reencode_users": 1, "reencode_items": 4})
+    if args.threads:
+        torch.set_num_threads(args.threads)
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_scoring_")
     try:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; d={D}, m={M}, n={N}", flush=True)

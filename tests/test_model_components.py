@@ -65,7 +65,7 @@ def test_score_grid_equals_pairs_in_any_chunking():
         torch.testing.assert_close(scorer.score_grid(users, items, chunk_items), pairs)
     assert scorer.score_grid(users, items[:0]).shape == (3, 0)
     keys = scorer.item_keys(items)
-    for block_elements in (1, 3 * 4 * 2 * 2 * 2, 2**20):  # 1 item per block, 2 items, all at once
+    for block_elements in (1, 2 * 3 * 4 * 2 * 2, 2**20):  # 1 item per block, 2 items, all at once
         torch.testing.assert_close(poly_score_grid(users, items, keys, block_elements), pairs)
     assert poly_score_grid(users[:0], items, keys).shape == (0, 5)
 

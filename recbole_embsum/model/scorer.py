@@ -8,6 +8,8 @@
 `poly_score_grid` scores every user against every item, one cache-sized block of items at a time (a users x items
 grid, as in evaluation over the catalogue and in serving); `PolyScorer` owns ``W^s`` and exposes both shapes.
 """
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,17 +33,18 @@ def poly_score(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys: torc
     return (w_p * k_flat).sum(-1)  # Eq. (4): s = W^p . K
 
 
-GRID_BLOCK_ELEMENTS = 2**18  # products per block of poly_score_grid (1 MiB in float32): stays in the CPU's cache
+GRID_BLOCK_ELEMENTS_PER_THREAD = 2**18  # products per thread and block (1 MiB in float32): stays in a core's cache
 
 
 def poly_score_grid(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys: torch.Tensor,
-                    block_elements: int = GRID_BLOCK_ELEMENTS) -> torch.Tensor:
+                    block_elements: Optional[int] = None) -> torch.Tensor:
     """Eqs. (3)-(4) for every user against every item.
 
-    Items go in blocks; for each block one batched contraction of every user's A with the block's
-    [B; gelu(B W^s)] gives each (user, item) pair its m*n matching scores and m*n attention logits as two contiguous
-    rows, so the softmax and the weighted sum run over contiguous memory. No temporary is larger than a block
-    (about ``block_elements`` products), whatever the numbers of users and items.
+    Items go in blocks. For each block, all users' A is contracted with the block's B and with its gelu(B W^s)
+    (batched over users, reading the item rows where they are, with no copy), which gives each (user, item) pair its
+    m*n matching scores and its m*n attention logits as contiguous rows; the softmax and the weighted sum then run
+    over contiguous memory. No temporary is larger than a block, about ``block_elements`` products (default
+    ``GRID_BLOCK_ELEMENTS_PER_THREAD`` per torch thread), whatever the numbers of users and items.
 
     Args:
         user_poly: A, [U, m, d].
@@ -53,16 +56,19 @@ def poly_score_grid(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys:
     """
     n_users, m, d = user_poly.shape
     n_items, n, _ = item_poly.shape
-    block = max(1, block_elements // max(1, n_users * m * 2 * n))  # items per block
+    if block_elements is None:
+        block_elements = GRID_BLOCK_ELEMENTS_PER_THREAD * torch.get_num_threads()
+    block = max(1, block_elements // max(1, 2 * n_users * m * n))  # items per block
     users_t = user_poly.transpose(1, 2)  # A^T: [U, d, m]
     scores = user_poly.new_empty(n_users, n_items)
     for start in range(0, n_items, block):
-        both = torch.cat([item_poly[start : start + block], item_keys[start : start + block]], dim=1)  # [b, 2n, d]
-        size = both.size(0)
-        # [b*2n, d] x [U, d, m] -> [U, b*2n, m]: B A^T and gelu(B W^s) A^T of every pair of the block
-        products = torch.matmul(both.view(size * 2 * n, d), users_t).view(n_users, size, 2, n * m)  # [U, b, 2, nm]
-        weights = torch.softmax(products[:, :, 1], dim=-1)  # Eq. (4): W^p over the m*n pairs, [U, b, nm]
-        scores[:, start : start + size] = (weights * products[:, :, 0]).sum(-1)  # Eq. (4): s = W^p . K (Eq. (3))
+        stop = min(start + block, n_items)
+        size = stop - start
+        # Eq. (3): A B^T and A gelu(B W^s)^T of every pair; row (u, i) holds the m*n pairs of user u and item i
+        matching = torch.matmul(item_poly[start:stop].reshape(size * n, d), users_t).view(n_users, size, n * m)
+        logits = torch.matmul(item_keys[start:stop].reshape(size * n, d), users_t).view(n_users, size, n * m)
+        weights = torch.softmax(logits, dim=-1)  # Eq. (4): W^p over the m*n pairs, [U, b, nm]
+        scores[:, start:stop] = torch.linalg.vecdot(weights, matching)  # Eq. (4): s = W^p . K
     return scores
 
 
