@@ -76,8 +76,10 @@ def pinned(tmp_path_factory, synth_mind_raw):
     from dataset_converters.mind import convert_mind
 
     root = tmp_path_factory.mktemp("pinned")
-    # The split the values were pinned on (half of MIND dev in valid), whatever the converter's default.
-    convert_mind(synth_mind_raw, root, ConvertOptions(name="mind"), valid_fraction=0.5)
+    # The split the values were pinned on (half of MIND dev in valid), whatever the converter's default, and the inline
+    # layout, whose batches carry every stored impression negative, so L_NCE depends on EmbSum's own draw alone (the
+    # history store's loader draws train_neg_num of them first, with its own seeded generator).
+    convert_mind(synth_mind_raw, root, ConvertOptions(name="mind", layout="inline"), valid_fraction=0.5)
     with open(root / "mind" / "mind.train.inter", encoding="utf-8") as handle:
         next(handle)
         users = sorted({line.split("\t")[1] for line in handle})
