@@ -32,7 +32,7 @@ def build_data(root, users, items):
     from dataset_converters.impressions import ConvertOptions
     from dataset_converters.mind import convert_mind
     from dataset_converters.synth import synth_mind
-    from recbole_embsum.summaries.store import SummaryAppender, make_record
+    from recbole_embsum.summaries.store import SOURCES, SummaryAppender, make_record
 
     raw, data = os.path.join(root, "raw"), os.path.join(root, "data")
     os.makedirs(raw)
@@ -44,7 +44,8 @@ def build_data(root, users, items):
     with SummaryAppender(os.path.join(folder, "mind.summaries.jsonl")) as summaries:  # the summarize tool's writer
         for user in user_ids:
             summary = f"User {user} follows news on several topics and reads long stories about them every week."
-            summaries.append(make_record(user, summary, backend="template", model="bench_train_step", prompt_hash="-"))
+            summaries.append(make_record(user, summary, backend="template", model="bench_train_step", prompt_hash="-",
+                                         source=SOURCES["train"]))
     return data
 
 
