@@ -203,3 +203,18 @@ def test_gradient_checkpointing_keeps_loss_and_gradients_and_saves_activations(t
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-6)
     torch.testing.assert_close(runs[True][1], runs[False][1], rtol=1e-5, atol=1e-7)
     assert runs[True][2] < runs[False][2]
+
+
+@pytest.mark.slow  # trains EmbSum end to end through the console script
+def test_headline_command_trains_embsum_offline_with_the_cpu_small_preset(data_root):
+    # A fresh machine without internet: no Hugging Face cache, the hub off; the preset needs neither.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(data_root / "hf-home"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([f"{BIN}/run_recbole", "--model=EmbSum", "--dataset=mind", f"--data_path={data_root}",
+                             "--config_files=cpu-small", "--epochs=1", "--eval_batch_size=256",
+                             f"--checkpoint_dir={data_root / 'saved'}", "--show_progress=False"],
+                            cwd=data_root, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    assert "test result" in output and "imp_auc" in output
+    assert "d_model" in output and "'d_model': 64" in output  # the preset's T5, not t5-small
+    assert list((data_root / "saved").glob("EmbSum-*.pth"))
