@@ -47,7 +47,8 @@ def test_model_is_registered_with_packaged_defaults_and_no_recbole_sampling(mode
     config, net, _ = _build(model, mind_dataset, MIND_YAML, tmp_path)
     assert isinstance(net, ContentRecommender) and net.training_negatives == "impression"
     assert config["train_neg_sample_args"]["distribution"] == "none"  # the yaml's ~: RecBole samples nothing
-    assert config["history_len"] == 50 and config["word_vocab_size"] == 100000  # ContentRecommender.yaml
+    assert config["word_vocab_size"] == 100000 and config["title_max_words"] == 30  # ContentRecommender.yaml
+    assert net.history_len == config["MAX_ITEM_LIST_LENGTH"] == 60  # the paper's 60 latest clicks, as EmbSum
     assert get_trainer(config["MODEL_TYPE"], model) is recbole_embsum.EmbSumTrainer
 
 

@@ -32,7 +32,7 @@ from .losses import impression_candidates, nce_loss
 
 logger = logging.getLogger(__name__)
 
-CANDIDATE_CHUNK_ROWS = 1 << 18  # full ranking, candidate-aware: (user, candidate, click) rows per call
+CANDIDATE_CHUNK_ROWS = 1 << 15  # full ranking, candidate-aware: (user, candidate, click) rows per call
 
 
 class ContentRecommender(SequentialRecommender):
