@@ -57,7 +57,7 @@ def bare_inputs(model, batch, seed):
 
     history = recent_first(batch["item_id_list"], batch["item_length"], model.k)
     packed = pack_sessions(history, model.session_size, model.item_tokens, model.item_token_lengths,
-                           model.max_item_tokens, model.tokenizer.pad_token_id)
+                           model.tokenizer.pad_token_id)
     n_sessions = packed.n_slots // history.size(0)
     slot_of_row = torch.full((packed.n_slots,), packed.owner.numel(), dtype=torch.long)  # default: a zero row
     slot_of_row[packed.owner] = torch.arange(packed.owner.numel())

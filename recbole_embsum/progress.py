@@ -2,7 +2,8 @@
 
 A model whose ``calculate_loss`` returns a tuple names its parts with a ``loss_names`` class attribute (EmbSum:
 ``("nce", "summary")``); parts of a model without matching names are ``loss1, loss2, ...`` as in RecBole. Losses
-are means per micro-batch.
+are means per micro-batch. Losses given as ``LossParts`` (model/losses.py) show their unweighted ``logged`` values
+per part (EmbSum: L_NCE and the unscaled L_sum) and the weighted sum, the objective, as the total.
 """
 from recbole.utils import set_color
 from tqdm import tqdm
@@ -34,8 +35,9 @@ def epoch_line(model, epoch_idx, seconds, losses, lr, places=4):
     output = (set_color("epoch %d training", "green") + " [" + set_color("time", "blue") + ": %.2fs, ") % (
         epoch_idx, seconds)
     if isinstance(losses, tuple):
+        shown = getattr(losses, "logged", losses)  # unweighted parts; the total is the weighted sum
         named = ", ".join(set_color(f"{name}", "blue") + f": {value:.{places}f}"
-                          for name, value in zip(loss_names(model, len(losses)), losses))
+                          for name, value in zip(loss_names(model, len(shown)), shown))
         output += set_color("train loss", "blue") + f": {sum(losses):.{places}f} ({named})"
     else:
         output += set_color("train loss", "blue") + f": {losses:.{places}f}"
@@ -45,7 +47,8 @@ def epoch_line(model, epoch_idx, seconds, losses, lr, places=4):
 def tensorboard_losses(writer, model, epoch_idx, losses, tag="Loss/Train"):
     """One scalar per named loss part (or one for a single loss) at ``epoch_idx``."""
     if isinstance(losses, tuple):
-        for name, loss in zip(loss_names(model, len(losses)), losses):
+        shown = getattr(losses, "logged", losses)
+        for name, loss in zip(loss_names(model, len(shown)), shown):
             writer.add_scalar(f"{tag}/{name}", loss, epoch_idx)
     else:
         writer.add_scalar(tag, losses, epoch_idx)

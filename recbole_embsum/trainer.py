@@ -4,7 +4,9 @@ What it adds to `recbole.trainer.Trainer`:
 
 * **Named loss parts.** ``calculate_loss`` may return a tuple (EmbSum: ``(L_NCE, lambda * L_sum)``, Eq. (6)); each
   part is logged under the model's ``loss_names`` (e.g. ``nce``, ``summary``) instead of RecBole's ``loss1, loss2``
-  (``progress.py``). Reported epoch losses are means per micro-batch (RecBole reports sums).
+  (``progress.py``). A ``LossParts`` tuple also carries the parts unweighted (``.logged``: ``(L_NCE, L_sum)``):
+  those are reported per part, while the total is always the sum of the weighted parts, the objective. Reported epoch
+  losses are means per micro-batch (RecBole reports sums).
 * **Gradient accumulation** (``grad_accum_steps``): the optimizer steps every N micro-batches on the mean of their
   losses, and once more on the last, partial group of an epoch (weighted by its actual size).
 * **Warm-up + decay** (``lr_scheduler: linear|cosine|constant``, ``warmup_steps`` or ``warmup_ratio``) through
@@ -31,6 +33,7 @@ from recbole.trainer import Trainer
 from torch.nn.utils import clip_grad_norm_
 
 from recbole_embsum import checkpoint, distributed, progress
+from recbole_embsum.model.losses import LossParts
 
 # Our names -> transformers.get_scheduler names ("constant" keeps the warm-up, which transformers' "constant" drops).
 LR_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -172,7 +175,7 @@ class EmbSumTrainer(Trainer):
             train_data.sampler.set_epoch(epoch_idx)
         num_batches = len(train_data)
         iter_data = progress.batches(train_data, epoch_idx, show_progress)
-        totals = None  # float tensor [parts]: summed over micro-batches
+        totals = None  # float tensor [weighted parts; logged parts]: summed over micro-batches
         self.optimizer.zero_grad(set_to_none=True)
         for batch_idx, interaction in enumerate(iter_data):
             interaction = interaction.to(self.device)
@@ -185,18 +188,25 @@ class EmbSumTrainer(Trainer):
                     self.set_reduce_hook()  # RecBole's DDP hooks: reducer armed, every parameter in the graph
                     sync_loss = self.sync_grad_loss()
                 with self._autocast():
-                    parts = _loss_parts(loss_func(interaction))
-                values = distributed.mean_over_ranks(torch.stack([p.detach().float() for p in parts]), self.config)
-                self._check_finite(values, epoch_idx, batch_idx, num_batches)
+                    result = loss_func(interaction)
+                parts = _loss_parts(result)
+                logged = tuple(getattr(result, "logged", parts))  # unweighted parts, as reported
+                values = distributed.mean_over_ranks(torch.stack([p.detach().float() for p in parts + logged]),
+                                                     self.config)  # [weighted parts; logged parts]
+                self._check_finite(values[len(parts):], epoch_idx, batch_idx, num_batches)
+                self._check_finite(values[: len(parts)], epoch_idx, batch_idx, num_batches)
                 # mean over the group's micro-batches, so a group equals one batch of group_size x batch rows
                 self.scaler.scale((sum(parts) + sync_loss) / group_size).backward()
             totals = values if totals is None else totals + values
             if ends_group:
                 self._optimizer_step()
             if show_progress:
-                progress.show_batch(iter_data, values.sum().item(), self.optimizer.param_groups[0]["lr"])
+                progress.show_batch(iter_data, values[: len(parts)].sum().item(), self.optimizer.param_groups[0]["lr"])
         means = (totals / num_batches).tolist()
-        return tuple(means) if len(means) > 1 else means[0]
+        half = len(means) // 2
+        if half == 1:
+            return means[0]
+        return LossParts(means[:half], logged=means[half:])  # sums to the objective; .logged reported per part
 
     # ------------------------------------------------------------------------------------------- logging
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):

@@ -26,7 +26,6 @@ PINNED_CONFIG = {
     "upe_codes": 4,
     "cpe_codes": 2,
     "session_size": 2,
-    "session_max_tokens": 256,
     "summary_max_tokens": 24,
     "title_max_tokens": 8,
     "abstract_max_tokens": 12,

@@ -22,7 +22,6 @@ K = 8  # k > 2 * p: lengths 0..2p stay within the history window, 2p + 2 exceeds
 TINY = {
     **TINY_EMBSUM,
     "session_size": SESSION,
-    "session_max_tokens": 96,
     "summary_max_tokens": 10,
     "MAX_ITEM_LIST_LENGTH": K,
     "eval_batch_size": 256,

@@ -15,7 +15,7 @@ from recbole_embsum.summaries.store import load_records, load_summaries
 # The shared tiny EmbSum with short histories and item texts.
 TINY = {
     **TINY_EMBSUM, "summary_max_tokens": 24, "train_batch_size": 32, "eval_batch_size": 512,
-    "MAX_ITEM_LIST_LENGTH": 10, "session_max_tokens": 96, "title_max_tokens": 12, "abstract_max_tokens": 12,
+    "MAX_ITEM_LIST_LENGTH": 10, "title_max_tokens": 12, "abstract_max_tokens": 12,
 }
 HEADER = "impression_id:token\tuser_id:token\titem_id:token\tlabel:float\ttimestamp:float\titem_id_list:token_seq\t" \
          "neg_items:token_seq\n"

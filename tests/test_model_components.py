@@ -137,21 +137,19 @@ def test_pack_sessions_packs_items_contiguously_and_skips_empty_sessions():
     tokens = torch.tensor([[9, 1, 0, 0], [9, 10, 1, 0], [9, 20, 1, 0], [9, 30, 31, 1]])
     lengths = torch.tensor([2, 3, 3, 4])
     history = torch.tensor([[3, 2, 1], [0, 0, 0]])  # most recent first; the second user has no history
-    packed = pack_sessions(history, 2, tokens, lengths, max_item_tokens=10, pad_id=0)
+    packed = pack_sessions(history, 2, tokens, lengths, pad_id=0)
     assert packed.owner.tolist() == [0, 1] and packed.n_slots == 4  # sessions (3, 2) and (1,)
     assert packed.tokens.tolist() == [[9, 30, 31, 1, 9, 20, 1], [9, 10, 1, 0, 0, 0, 0]]
     assert packed.mask.sum(1).tolist() == [7, 3]
     assert packed.starts.tolist() == [[0, 4], [0, 0]]  # a padding item starts at 0 (its state is masked)
-    clipped = pack_sessions(history, 2, tokens, lengths, max_item_tokens=2, pad_id=0)
-    assert clipped.tokens.tolist() == [[9, 30, 9, 20], [9, 10, 0, 0]]
-    empty = pack_sessions(history[1:], 2, tokens, lengths, max_item_tokens=10, pad_id=0)
+    empty = pack_sessions(history[1:], 2, tokens, lengths, pad_id=0)
     assert empty.owner.numel() == 0 and empty.tokens.shape == (0, 1)
 
 
 def test_pack_sessions_padding_starts_stay_inside_a_partly_filled_widest_session():
     tokens = torch.tensor([[9, 1, 0], [9, 10, 1], [9, 20, 1]])  # item i: [SOS=9, ..., EOS=1]
     lengths = torch.tensor([2, 3, 3])
-    packed = pack_sessions(torch.tensor([[2, 0, 0]]), 3, tokens, lengths, max_item_tokens=10, pad_id=0)
+    packed = pack_sessions(torch.tensor([[2, 0, 0]]), 3, tokens, lengths, pad_id=0)
     assert packed.tokens.tolist() == [[9, 20, 1]]
     assert packed.starts.tolist() == [[0, 0, 0]]  # not [[0, 3, 3]]: one past the session's last token
     states = torch.arange(3.0)[None, :, None]  # [S=1, T=3, d=1]
@@ -184,18 +182,54 @@ def test_render_items_fills_template_and_reports_unknown_fields(tokenizer):
 def test_item_token_table_rows_and_missing_text(tokenizer):
     texts = {"N1": {"item_id": "N1", "title": "goal", "abstract": "bank", "category": "sports", "subcategory": ""}}
     table, lengths = build_item_token_table(["[PAD]", "N1"], texts, "x.text.jsonl", tokenizer, "{title} {abstract}",
-                                            8, 8, max_tokens=50)
+                                            8, 8)
     sos = tokenizer.convert_tokens_to_ids(ITEM_START_TOKEN)
     assert table[0, :2].tolist() == [sos, tokenizer.eos_token_id] and lengths[0] == 2
     assert table[1, 0] == sos and table[1, lengths[1] - 1] == tokenizer.eos_token_id
     assert tokenizer.decode(table[1, : lengths[1]], skip_special_tokens=True) == "goal bank"
     with pytest.raises(ValueError, match=r"x\.text\.jsonl: no text for 1 of 2 dataset items \(e.g. item_id N2\)"):
-        build_item_token_table(["[PAD]", "N1", "N2"], texts, "x.text.jsonl", tokenizer, "{title}", 8, 8, 50)
+        build_item_token_table(["[PAD]", "N1", "N2"], texts, "x.text.jsonl", tokenizer, "{title}", 8, 8)
+
+
+def test_item_rows_are_cut_only_at_the_title_and_abstract_caps(tokenizer):
+    """Paper Section 3 (Goodreads): titles 24 tokens, descriptions 85, plus the template and the genre; a long genre
+    and the whole capped description stay in the row however the sessions are sized."""
+    words = "goal coach season stocks market bank".split()
+    record = {"item_id": "B1", "title": " ".join(words * 10), "abstract": " ".join(reversed(words * 30)),
+              "category": "sports market bank coach goal season stocks", "subcategory": ""}
+    template = "News Title: {title}; News Abstract: {abstract}; News Category: {category}"  # words the tokenizer knows
+    table, lengths = build_item_token_table(["[PAD]", "B1"], {"B1": record}, "x.text.jsonl", tokenizer, template, 24, 85)
+    row = table[1, : lengths[1]]
+    expected = template.format(title=truncate_to_tokens([record["title"]], tokenizer, 24)[0],
+                               abstract=truncate_to_tokens([record["abstract"]], tokenizer, 85)[0],
+                               category=record["category"])
+    assert tokenizer.decode(row, skip_special_tokens=True) == expected  # nothing but title and abstract was cut
+    assert row[-1] == tokenizer.eos_token_id
+    assert expected.endswith("News Category: sports market bank coach goal season stocks")
+    template_tokens = len(tokenizer(template.format(title="", abstract="", category=record["category"]),
+                                    add_special_tokens=False).input_ids)
+    assert 24 + 85 < len(row) <= 24 + 85 + template_tokens + 2  # [SOS] + capped text + template + </s>
+    assert len(row) > 512 // 4  # the old cap, a quarter of a 512-token session, cut description and genre
 
 
 def test_summary_table_marks_users_without_summary(tokenizer):
-    table, lengths = build_summary_token_table(["[PAD]", "U1", "U2"], {"U2": "The user likes sports."}, tokenizer, 5)
-    assert lengths.tolist() == [0, 0, 5] and table[2, 4] == tokenizer.eos_token_id
+    table, lengths = build_summary_token_table(["[PAD]", "U1", "U2"], {"U2": "The user likes sports."}, tokenizer, 20)
+    ids = tokenizer("The user likes sports.", add_special_tokens=False).input_ids
+    assert len(ids) < 20 and lengths.tolist() == [0, 0, len(ids) + 1]
+    assert table[2, : len(ids) + 1].tolist() == ids + [tokenizer.eos_token_id]
+
+
+def test_a_summary_cut_at_the_cap_does_not_end_in_eos(tokenizer):
+    summary = "The user likes sports. The user likes goal coach season stocks market bank."
+    ids = tokenizer(summary, add_special_tokens=False).input_ids
+    table, lengths = build_summary_token_table(["[PAD]", "U1"], {"U1": summary}, tokenizer, len(ids) - 2)
+    assert lengths[1] == len(ids) - 2 and table[1, : lengths[1]].tolist() == ids[: len(ids) - 2]  # no </s>
+    table, lengths = build_summary_token_table(["[PAD]", "U1"], {"U1": summary}, tokenizer, len(ids))
+    assert table[1, : lengths[1]].tolist() == ids  # no room left for </s>: the target stops without it
+    table, lengths = build_summary_token_table(["[PAD]", "U1"], {"U1": summary}, tokenizer, len(ids) + 1)
+    assert table[1, : lengths[1]].tolist() == ids + [tokenizer.eos_token_id]  # fits with its </s>
+    with pytest.raises(ValueError, match="summary_max_tokens must be >= 1"):
+        build_summary_token_table(["[PAD]", "U1"], {"U1": summary}, tokenizer, 0)
 
 
 def test_jsonl_errors_name_file_line_and_field(tmp_path):

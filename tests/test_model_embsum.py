@@ -23,7 +23,6 @@ from recbole_embsum.text.backbone import TOKENIZER_META, build_scratch_t5, token
 TINY = {
     **TINY_EMBSUM,
     "session_size": 2,
-    "session_max_tokens": 256,
     "summary_max_tokens": 24,
     "title_max_tokens": 8,
     "abstract_max_tokens": 12,
@@ -107,7 +106,8 @@ def test_item_token_table_is_built_once_with_sos_and_caps(prepared):
     with open(os.path.join(prepared[0]["data_path"], "mind.text.jsonl"), encoding="utf-8") as handle:
         record = next(r for r in map(json.loads, handle) if r["item_id"] == raw)
     assert text.startswith("News Title: ") and f"News Category: {record['category']}" in text
-    assert model.item_token_lengths.max() <= TINY["session_max_tokens"] // TINY["session_size"]
+    assert text.endswith(f"News Category: {record['category']}")  # the category is never cut
+    assert model.max_item_tokens == int(model.item_token_lengths.max())
 
 
 def test_tokenizer_cache_written_once_and_vocab_mismatch_is_reported(prepared, data_root):
@@ -177,6 +177,21 @@ def test_item_vectors_are_sos_states_of_sessions_most_recent_first(prepared):
     torch.testing.assert_close(history.item_vectors[0, 2], model._encode(alone, torch.ones_like(alone).bool())[0, 0])
     assert history.item_mask[0].tolist() == [True, True, True, False, False, False]
     assert int(history.fused_mask.sum()) == session.size(1) + alone.size(1)
+
+
+def test_loss_parts_are_eq6_weighted_and_log_the_unscaled_summary_loss(prepared):
+    """Eq. (6): the parts sum to L_NCE + lambda * L_sum; ``.logged`` is (L_NCE, L_sum), L_sum the per-token mean."""
+    model = make_model(prepared, summary_weight=0.05).eval()  # no dropout: both passes see the same network
+    batch = train_batch(prepared)
+    parts = model.calculate_loss(batch)
+    users = batch["user_id"]
+    history = model.encode_history(batch["item_id_list"], batch["item_length"])
+    _, logits, labels = model.decode_summary(history, model.summary_tokens[users], model.summary_lengths[users])
+    token_nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    mean_over_tokens = token_nll[labels.flatten() != IGNORE_INDEX].mean()  # L_sum, summary_loss_reduction: mean
+    torch.testing.assert_close(parts.logged[1], mean_over_tokens.detach())
+    torch.testing.assert_close(parts[1], 0.05 * mean_over_tokens, rtol=1e-5, atol=1e-7)
+    assert torch.equal(parts.logged[0], parts[0].detach()) and float(parts.logged[1]) > 1.0  # unscaled: ~ ln(vocab)
 
 
 # ------------------------------------------------------------------------------------------------ learning

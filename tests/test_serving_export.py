@@ -20,7 +20,6 @@ from conftest import MIND_YAML, MODEL_YAML, TINY_EMBSUM
 TINY = {
     **TINY_EMBSUM,
     "session_size": 2,
-    "session_max_tokens": 64,
     "summary_max_tokens": 8,
     "MAX_ITEM_LIST_LENGTH": 6,
     "seq_len": {"item_id_list": 6},

@@ -2,6 +2,7 @@
 schedule, unscale-before-clip, exact resume, non-finite loss, named loss parts, best-model reload."""
 import math
 import os
+import re
 import shutil
 
 import pytest
@@ -13,6 +14,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, init_seed
 from torch import nn
 
+from recbole_embsum.model.losses import LossParts
 from recbole_embsum.trainer import EmbSumTrainer, NonFiniteLossError
 
 from conftest import MIND_YAML
@@ -267,6 +269,30 @@ def test_loss_parts_are_logged_by_name(mind_dataset, tmp_path, splits, caplog):
         assert trainer.loss_names(2) == ("loss1", "loss2")
     finally:
         ToySeq.loss_names = ("nce", "aux")
+
+
+class WeightedToySeq(ToySeq):
+    """ToySeq whose aux part enters the objective weighted by 0.1 and is reported unweighted (as EmbSum's L_sum)."""
+
+    def calculate_loss(self, interaction):
+        nce, aux = super().calculate_loss(interaction)
+        return LossParts((nce, 0.1 * aux), logged=(nce.detach(), aux.detach()))
+
+
+def test_weighted_parts_are_logged_unweighted_and_the_total_is_the_objective(mind_dataset, tmp_path, splits):
+    config = make_config(mind_dataset, tmp_path)
+    init_seed(0, True)
+    plain = EmbSumTrainer(config, ToySeq(config, splits[0]))
+    _, aux = plain._train_epoch(train_loader(config, splits[0], 16), 0)
+    init_seed(0, True)
+    weighted = EmbSumTrainer(config, WeightedToySeq(config, splits[0]))
+    losses = weighted._train_epoch(train_loader(config, splits[0], 16), 0)
+    # the weighting changes the second step's gradients only a little, so the unweighted aux stays close to ToySeq's
+    assert losses.logged[0] == pytest.approx(losses[0]) and losses.logged[1] == pytest.approx(10 * losses[1])
+    assert losses.logged[1] == pytest.approx(aux, rel=0.05) and sum(losses) == pytest.approx(losses[0] + losses[1])
+    line = re.sub(r"\x1b\[[0-9;]*m", "", weighted._generate_train_loss_output(0, 0.0, 1.0, losses))  # no colours
+    assert f"train loss: {losses[0] + losses[1]:.4f}" in line  # the objective, lambda applied
+    assert f"aux: {losses.logged[1]:.4f}" in line and f"aux: {losses[1]:.4f}" not in line  # the unscaled part
 
 
 def test_evaluate_reloads_the_best_checkpoint(mind_dataset, tmp_path, splits):

@@ -28,7 +28,7 @@ from recbole_embsum.text.items import (build_item_token_table, build_summary_tok
                                        fill_template, item_text_path, load_item_texts)
 
 from .eval_batching import ItemVectorCache, per_distinct_history
-from .losses import IGNORE_INDEX, impression_candidates, nce_loss, summary_loss
+from .losses import IGNORE_INDEX, LossParts, impression_candidates, nce_loss, summary_loss
 from .poly_attention import PolyAttention
 from .scorer import PolyScorer
 from .session import pack_sessions, recent_first
@@ -75,8 +75,6 @@ class EmbSum(SequentialRecommender):
         self.k = self.max_seq_length  # latest k history items (MAX_ITEM_LIST_LENGTH)
         self.session_grouping = config["session_grouping"]
         self.session_size = config["session_size"] if self.session_grouping else 1  # p ("wo grouping": p = 1)
-        # Each item row is cut to its share of a session's window, in every mode, so text never depends on grouping.
-        self.max_item_tokens = config["session_max_tokens"] // config["session_size"]
         self.train_neg_num = config["train_neg_num"]
         if self.train_neg_num is None or self.train_neg_num < 1:
             raise ValueError(f"EmbSum needs train_neg_num >= 1 (negatives per click), got {self.train_neg_num}")
@@ -110,14 +108,28 @@ class EmbSum(SequentialRecommender):
 
         item_tokens, item_lengths = build_item_token_table(
             dataset.field2id_token[self.ITEM_ID], texts, text_path, self.tokenizer, template,
-            _required(config, "title_max_tokens"), _required(config, "abstract_max_tokens"), self.max_item_tokens)
+            _required(config, "title_max_tokens"), _required(config, "abstract_max_tokens"))
         self.register_buffer("item_tokens", item_tokens, persistent=False)  # [n_items, L]
         self.register_buffer("item_token_lengths", item_lengths, persistent=False)  # [n_items]
+        # Items are cut only by the title / abstract caps (Section 3), in every mode, so text never depends on grouping:
+        # a row is at most title_max_tokens + abstract_max_tokens + template and category + [SOS] </s> tokens.
+        self.max_item_tokens = int(item_lengths.max())
+        logger.info("EmbSum: item rows of up to %d tokens (title <= %d, abstract <= %d, plus template and category); "
+                    "sessions of %d items up to %d tokens", self.max_item_tokens, config["title_max_tokens"],
+                    config["abstract_max_tokens"], self.session_size, self.session_size * self.max_item_tokens)
+        if config["session_max_tokens"] is not None:
+            logger.warning("EmbSum: session_max_tokens is no longer read: item rows are cut only by title_max_tokens "
+                           "and abstract_max_tokens (paper Section 3); remove it from your config")
         summary_tokens, summary_lengths = build_summary_token_table(
             dataset.field2id_token[self.USER_ID], summaries, self.tokenizer, self.summary_max_tokens)
         self.register_buffer("summary_tokens", summary_tokens, persistent=False)  # [n_users, T_sum]
         self.register_buffer("summary_lengths", summary_lengths, persistent=False)  # [n_users], 0 = none
         self.n_summaries = int((summary_lengths > 0).sum())
+        last_token = summary_tokens.gather(1, (summary_lengths - 1).clamp(min=0)[:, None])[:, 0]  # [n_users]
+        n_cut = int(((summary_lengths > 0) & (last_token != self.tokenizer.eos_token_id)).sum())
+        if n_cut:
+            logger.warning("EmbSum: %d of %d summaries are longer than summary_max_tokens=%d and are cut (their "
+                           "target ends without </s>)", n_cut, self.n_summaries, self.summary_max_tokens)
         if self.use_summary_loss:
             n_users = len(dataset.field2id_token[self.USER_ID]) - 1
             logger.info("EmbSum: %d of %d users have a summary; %d train without L_sum (decoder start token only)",
@@ -151,7 +163,7 @@ class EmbSum(SequentialRecommender):
         session of the batch in one encoder call; an item is its [SOS] state."""
         history = recent_first(item_seq, item_seq_len, self.k)  # [B, k]
         packed = pack_sessions(history, self.session_size, self.item_tokens, self.item_token_lengths,
-                               self.max_item_tokens, self.tokenizer.pad_token_id)
+                               self.tokenizer.pad_token_id)
         batch, d_model = history.size(0), self.t5.config.d_model
         n_sessions = packed.n_slots // batch  # g
         if packed.owner.numel():
@@ -190,8 +202,9 @@ class EmbSum(SequentialRecommender):
         """Teacher-forced decoding of the users' summaries (Eq. (1)); the global vector is the state that emits [EOS].
 
         Args:
-            targets: [B, T] summary token ids ending with </s>; target_lengths: [B] (0 = no summary: that row's
-                decoder gets only its start token, the paper's "wo L_sum").
+            targets: [B, T] summary token ids ending with </s> (a summary cut at ``summary_max_tokens`` has none, so
+                its global vector is the state at its last kept token); target_lengths: [B] (0 = no summary: that
+                row's decoder gets only its start token, the paper's "wo L_sum").
 
         Returns:
             (global user vector [B, d], logits [B, T', V], labels [B, T'] with IGNORE_INDEX where no token is
@@ -279,13 +292,18 @@ class EmbSum(SequentialRecommender):
 
     # ---------------------------------------------------------------------------------------------- training
     def calculate_loss(self, interaction):
-        """Eq. (6): returns ``(L_NCE, lambda * L_sum)`` so RecBole logs both parts."""
+        """Eq. (6), L = L_NCE + lambda * L_sum: returns the parts ``(L_NCE, lambda * L_sum)`` (their sum is L, under
+        EmbSumTrainer and RecBole's Trainer alike) with ``.logged = (L_NCE, L_sum)``, the unscaled values
+        EmbSumTrainer reports as ``nce`` and ``summary``."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         history = self.encode_history(item_seq, item_seq_len)
         if self.use_summary_loss:
             users = interaction[self.USER_ID]
             global_vector, logits, labels = self.decode_summary(history, self.summary_tokens[users],
                                                                 self.summary_lengths[users])
+            # Eq. (1) is a sum over the summary's tokens; by default (summary_loss_reduction: mean) L_sum is its mean
+            # over the batch's summary tokens (Hugging Face's T5 loss), which sets the scale lambda = 0.05 weighs
+            # against L_NCE, itself a mean over rows (Eq. (5)). "sum" gives Eq. (1) as printed, per user.
             sum_loss = summary_loss(logits, labels, self.summary_loss_reduction)  # Eq. (1)
         else:  # "wo L_sum"
             global_vector = self.global_from_start_token(history)
@@ -295,8 +313,8 @@ class EmbSum(SequentialRecommender):
         candidates, valid = impression_candidates(interaction, self.ITEM_ID, self.train_neg_num, "EmbSum")  # [B, 1+K]
         item_poly = self.item_poly_embeddings(candidates.flatten()).unflatten(0, candidates.shape)  # [B,1+K,n,d]
         scores = self.scorer.score_pairs(user_poly[:, None], item_poly)  # Eqs. (3)-(4), broadcast: [B, 1+K]
-        nce = nce_loss(scores, valid)  # Eq. (5)
-        return nce, self.summary_weight * sum_loss
+        nce = nce_loss(scores, valid)  # Eq. (5), mean over rows
+        return LossParts((nce, self.summary_weight * sum_loss), logged=(nce.detach(), sum_loss.detach()))  # Eq. (6)
 
     # -------------------------------------------------------------------------------------------- evaluation
     def train(self, mode: bool = True):

@@ -75,6 +75,21 @@ def nce_loss(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
+class LossParts(tuple):
+    """The weighted parts of a training objective (their sum is what is minimised, e.g. Eq. (6): ``(L_NCE,
+    lambda * L_sum)``) with ``logged``, the same parts unweighted (``(L_NCE, L_sum)``), which a trainer reports.
+
+    A plain tuple to RecBole's ``Trainer`` (which sums the parts), so the objective is the same under either trainer.
+    """
+
+    def __new__(cls, parts, logged):
+        if len(parts) != len(logged):
+            raise ValueError(f"LossParts needs as many logged values as parts, got {len(logged)} for {len(parts)}")
+        obj = super().__new__(cls, parts)
+        obj.logged = tuple(logged)
+        return obj
+
+
 def summary_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Eq. (1): negative log-likelihood of the summary tokens under teacher forcing.
 

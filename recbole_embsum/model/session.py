@@ -43,13 +43,12 @@ class PackedSessions(NamedTuple):
 
 
 def pack_sessions(history: torch.Tensor, session_size: int, item_tokens: torch.Tensor, item_lengths: torch.Tensor,
-                  max_item_tokens: int, pad_id: int) -> PackedSessions:
+                  pad_id: int) -> PackedSessions:
     """Partition ``history`` [B, k] (recent first, 0-padded) into sessions of ``session_size`` items and pack each
     non-empty session's item tokens contiguously.
 
     Args:
-        item_tokens: [n_items, L] ``[SOS] ... </s>`` rows; item_lengths: [n_items].
-        max_item_tokens: each item contributes at most this many tokens (its share of the session budget).
+        item_tokens: [n_items, L] ``[SOS] ... </s>`` rows, already cut to the item caps; item_lengths: [n_items].
     """
     batch, k = history.shape
     n_sessions = -(-k // session_size)  # g = ceil(k / p)
@@ -59,18 +58,17 @@ def pack_sessions(history: torch.Tensor, session_size: int, item_tokens: torch.T
     owner = (slots != 0).any(dim=1).nonzero(as_tuple=True)[0]  # [S], padding sessions skipped
     items = slots[owner]  # [S, p]
 
-    lengths = item_lengths[items].clamp(max=max_item_tokens) * (items != 0)  # [S, p]
+    lengths = item_lengths[items] * (items != 0)  # [S, p]
     starts = lengths.cumsum(dim=1) - lengths  # exclusive prefix sums: each item's first position, [S, p]
     starts = starts.masked_fill(items == 0, 0)  # padding items: a valid index (their state is masked out)
     width = int(lengths.sum(dim=1).max()) if owner.numel() else 1
-    item_width = min(item_tokens.size(1), max_item_tokens)
-    offsets = torch.arange(item_width, device=history.device)  # [L']
-    real = offsets < lengths[..., None]  # [S, p, L']
+    offsets = torch.arange(item_tokens.size(1), device=history.device)  # [L]
+    real = offsets < lengths[..., None]  # [S, p, L]
     session_index = torch.arange(items.size(0), device=history.device)[:, None, None].expand_as(real)
-    positions = starts[..., None] + offsets  # [S, p, L']
+    positions = starts[..., None] + offsets  # [S, p, L]
 
     tokens = history.new_full((items.size(0), width), pad_id)
-    tokens[session_index[real], positions[real]] = item_tokens[items][..., :item_width][real]
+    tokens[session_index[real], positions[real]] = item_tokens[items][real]
     mask = torch.zeros_like(tokens, dtype=torch.bool)
     mask[session_index[real], positions[real]] = True
     return PackedSessions(tokens, mask, starts, owner, batch * n_sessions)

@@ -61,7 +61,7 @@ def appended_items(model, config, records: Dict[str, dict], source_path: str) ->
     raw_ids = list(records)
     tokens, lengths = build_item_token_table(  # row 0 is the table's [PAD]; rows 1.. are the new items
         ["[PAD]"] + raw_ids, records, source_path, model.tokenizer, config["item_template"],
-        config["title_max_tokens"], config["abstract_max_tokens"], model.max_item_tokens)
+        config["title_max_tokens"], config["abstract_max_tokens"])
     old_tokens, old_lengths = model.item_tokens, model.item_token_lengths
     width = max(old_tokens.size(1), tokens.size(1))
     pad = model.tokenizer.pad_token_id

@@ -3,6 +3,10 @@
 * Item text comes from ``<data_path>/<dataset>.text.jsonl`` (one ``{"item_id", "title", "abstract", "category",
   "subcategory"}`` object per line) and is rendered with the dataset's ``item_template`` (paper Section 3, "Content
   Formatting"), after cutting title and abstract to their token caps (``title_max_tokens``, ``abstract_max_tokens``).
+  Those are the only cuts, as in the paper (Section 3, "Implementation"): MIND titles 32 and abstracts 72 tokens,
+  Goodreads titles 24 and descriptions 85, "approximately 20 additional tokens for the news category and template"
+  (up to 7,440 MIND / 7,740 Goodreads tokens for 60 items). So an item row holds at most title_max_tokens +
+  abstract_max_tokens + the template with its category tokens, plus [SOS] and </s>; category and genre are never cut.
 * Every item segment starts with the dedicated ``[SOS]`` token (T5 has none; Section 2.3 represents an item by the
   encoder state of its [SOS]) and ends with the tokenizer's EOS.
 * Summaries come from ``<data_path>/<dataset>.summaries.jsonl`` (``{"user_id", "summary", ...}``, raw user ids).
@@ -111,16 +115,11 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, 
     return table, lengths
 
 
-def tokenize_rows(texts: Sequence[str], tokenizer, max_tokens: int, prefix: Sequence[int],
-                  suffix: Sequence[int], desc: str) -> List[List[int]]:
-    """``prefix + tokens + suffix`` for each text, the body cut so the row fits ``max_tokens``."""
-    budget = max_tokens - len(prefix) - len(suffix)
-    if budget < 0:
-        raise ValueError(f"max_tokens={max_tokens} cannot hold the {len(prefix) + len(suffix)} special tokens")
+def tokenize_rows(texts: Sequence[str], tokenizer, desc: str) -> List[List[int]]:
+    """The token ids of each text, without special tokens, uncut."""
     rows = []
     for chunk in _chunks(list(texts), desc):
-        for ids in tokenizer(list(chunk), add_special_tokens=False)["input_ids"]:
-            rows.append(list(prefix) + ids[:budget] + list(suffix))
+        rows.extend(tokenizer(list(chunk), add_special_tokens=False)["input_ids"])
     return rows
 
 
@@ -143,14 +142,14 @@ def ordered_records(item_tokens: Sequence[str], texts: Dict[str, dict], text_pat
 
 
 def build_item_token_table(item_tokens: Sequence[str], texts: Dict[str, dict], text_path: str, tokenizer,
-                           template: str, title_max_tokens: int, abstract_max_tokens: int,
-                           max_tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize every item once: row i is ``[SOS] rendered-text </s>`` for RecBole internal id i.
+                           template: str, title_max_tokens: int,
+                           abstract_max_tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize every item once: row i is ``[SOS] rendered-text </s>`` for RecBole internal id i, title and abstract
+    cut to their caps and nothing else cut (module docstring).
 
     Args:
         item_tokens: ``dataset.field2id_token["item_id"]`` (index 0 is "[PAD]", which gets ``[SOS] </s>``).
         texts: raw item id -> record (from ``load_item_texts(text_path)``).
-        max_tokens: hard cap of a row (the per-item share of a session's token budget).
 
     Returns:
         ([n_items, L] token ids, [n_items] lengths).
@@ -161,17 +160,22 @@ def build_item_token_table(item_tokens: Sequence[str], texts: Dict[str, dict], t
     records = ordered_records(item_tokens, texts, text_path)[1:]
     rendered = [""] + render_items(records, template, tokenizer, title_max_tokens, abstract_max_tokens)
     start_id = tokenizer.convert_tokens_to_ids(ITEM_START_TOKEN)
-    rows = tokenize_rows(rendered, tokenizer, max_tokens, [start_id], [tokenizer.eos_token_id], "tokenizing items")
+    rows = [[start_id] + row + [tokenizer.eos_token_id] for row in tokenize_rows(rendered, tokenizer, "tokenizing items")]
     return pad_rows(rows, tokenizer.pad_token_id)
 
 
 def build_summary_token_table(user_tokens: Sequence[str], summaries: Dict[str, str], tokenizer,
                               max_tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize each user's summary once as decoder labels ``tokens </s>`` (at most ``max_tokens``).
+    """Tokenize each user's summary once as decoder labels: ``tokens </s>`` when that fits in ``max_tokens``, else
+    the first ``max_tokens`` tokens without ``</s>`` (a cut summary has not ended: the decoder must not learn to stop
+    there).
 
     Row i belongs to RecBole internal user id i; users without a summary (and "[PAD]") get length 0.
     """
+    if max_tokens < 1:
+        raise ValueError(f"summary_max_tokens must be >= 1, got {max_tokens}")
     texts = [summaries.get(str(token), "") for token in user_tokens]
-    rows = tokenize_rows(texts, tokenizer, max_tokens, [], [tokenizer.eos_token_id], "tokenizing summaries")
-    rows = [row if text else [] for row, text in zip(rows, texts)]
+    rows = tokenize_rows(texts, tokenizer, "tokenizing summaries")
+    rows = [(row + [tokenizer.eos_token_id] if len(row) < max_tokens else row[:max_tokens]) if text else []
+            for row, text in zip(rows, texts)]
     return pad_rows(rows, tokenizer.pad_token_id)
