@@ -282,14 +282,10 @@ class WeightedToySeq(ToySeq):
 def test_weighted_parts_are_logged_unweighted_and_the_total_is_the_objective(mind_dataset, tmp_path, splits):
     config = make_config(mind_dataset, tmp_path)
     init_seed(0, True)
-    plain = EmbSumTrainer(config, ToySeq(config, splits[0]))
-    _, aux = plain._train_epoch(train_loader(config, splits[0], 16), 0)
-    init_seed(0, True)
     weighted = EmbSumTrainer(config, WeightedToySeq(config, splits[0]))
     losses = weighted._train_epoch(train_loader(config, splits[0], 16), 0)
-    # the weighting changes the second step's gradients only a little, so the unweighted aux stays close to ToySeq's
-    assert losses.logged[0] == pytest.approx(losses[0]) and losses.logged[1] == pytest.approx(10 * losses[1])
-    assert losses.logged[1] == pytest.approx(aux, rel=0.05) and sum(losses) == pytest.approx(losses[0] + losses[1])
+    assert isinstance(losses, LossParts) and losses.logged[0] == pytest.approx(losses[0])
+    assert losses.logged[1] == pytest.approx(10 * losses[1]) and losses.logged[1] > 0  # aux reported unweighted
     line = re.sub(r"\x1b\[[0-9;]*m", "", weighted._generate_train_loss_output(0, 0.0, 1.0, losses))  # no colours
     assert f"train loss: {losses[0] + losses[1]:.4f}" in line  # the objective, lambda applied
     assert f"aux: {losses.logged[1]:.4f}" in line and f"aux: {losses[1]:.4f}" not in line  # the unscaled part
