@@ -77,6 +77,11 @@ def test_loss_predict_and_full_sort_shapes_and_history_padding(model, mind_datas
         assert full.shape == (3, net.n_items)
         # full-ranking and labeled scores agree
         assert torch.allclose(full[torch.arange(3), rows[net.ITEM_ID][:3]], scores[:3], atol=1e-4)
+        net.train(False)  # a new pass whose item vectors are computed under bf16 autocast, then read without it
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            net.predict(rows)
+        assert net._item_cache.vectors.dtype == torch.bfloat16
+        assert net.predict(rows).dtype == torch.float32 and net.full_sort_predict(rows[:3]).shape == (3, net.n_items)
     net.train()
     assert net._item_cache.vectors is None
 

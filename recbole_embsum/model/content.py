@@ -154,15 +154,24 @@ class ContentRecommender(SequentialRecommender):
             return self.encode_items(all_items)
         return self._item_cache.lookup(all_items, self.encode_items, self)
 
+    def _item_rows(self, items: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Cached vectors of ``ids`` in the model's dtype (the cache keeps the dtype it was computed in, e.g.
+        bfloat16 under autocast, and may be read outside autocast later)."""
+        return items[ids].to(self.parameter_dtype)
+
+    @property
+    def parameter_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def predict(self, interaction):
         """Scores of (history, candidate) rows [R] (RecBole's labeled evaluation)."""
         items = self.all_item_vectors()  # [n_items, D]
         history, mask = self._history(interaction)  # [R, L]
-        candidates = items[interaction[self.ITEM_ID]]  # [R, D]
+        candidates = self._item_rows(items, interaction[self.ITEM_ID])  # [R, D]
         if self.candidate_aware:
-            return self.score_candidates(items[history], mask, candidates[:, None]).squeeze(1)
+            return self.score_candidates(self._item_rows(items, history), mask, candidates[:, None]).squeeze(1)
         # labeled rows repeat an impression's history: one user vector per distinct history
-        users = per_distinct_history(lambda seq, _: self.encode_user(items[seq], seq != 0), history,
+        users = per_distinct_history(lambda seq, _: self.encode_user(self._item_rows(items, seq), seq != 0), history,
                                      mask.sum(dim=1))  # [R, D]
         return self.click_score(users, candidates[:, None]).squeeze(1)
 
@@ -170,11 +179,13 @@ class ContentRecommender(SequentialRecommender):
         """Scores of every history in the batch against all items -> [B, n_items]."""
         items = self.all_item_vectors()  # [n_items, D]
         history, mask = self._history(interaction)  # [B, L]
+        clicks = self._item_rows(items, history)  # [B, L, D]
         if not self.candidate_aware:
-            return self.encode_user(items[history], mask) @ items.T
+            users = self.encode_user(clicks, mask)  # [B, D]
+            return users @ items.T.to(users.dtype)
         scores = []
         chunk_size = max(1, CANDIDATE_CHUNK_ROWS // max(1, history.numel()))  # B x chunk x L click rows at a time
         for chunk in items.split(chunk_size):  # candidate-aware: the user side runs once per (user, candidate)
-            expanded = chunk[None].expand(history.size(0), -1, -1)  # [B, c, D]
-            scores.append(self.score_candidates(items[history], mask, expanded))
+            expanded = chunk[None].expand(history.size(0), -1, -1).to(clicks.dtype)  # [B, c, D]
+            scores.append(self.score_candidates(clicks, mask, expanded))
         return torch.cat(scores, dim=1)
