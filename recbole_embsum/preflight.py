@@ -8,8 +8,8 @@ what to do when:
 * the backbone ``plm`` is neither a local folder, nor in the Hugging Face cache, nor reachable on the hub.
 
 It then estimates the memory of one training step and of the loaded data (``recbole_embsum.memory``) and logs a
-warning naming the knobs when the estimate exceeds the machine's memory. ``run_recbole`` (``quick_start.run``) calls
-``check``; other entry points can too.
+warning naming the knobs when the estimate exceeds the machine's memory. ``run_recbole`` (``quick_start.run``) and
+``compare`` (``check_plan``) call it.
 """
 import glob
 import logging

@@ -105,6 +105,16 @@ def test_cli_prints_the_table_and_fails_when_a_model_fails(tiny_impressions, tmp
     assert "already holds results.csv, results.md, results.png" in capsys.readouterr().err
 
 
+def test_a_dataset_that_was_not_converted_stops_before_anything_trains(tiny_impressions, tmp_path, capsys):  # noqa: F811
+    argv = ["compare", "--dataset", "TINY", "--data_path", str(tiny_impressions), "--models", "Pop,BPR",
+            "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"no converted dataset 'TINY' under {tiny_impressions}/ (found: tiny)" in error
+    assert len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_overrides_and_model_lists():
     assert parse_overrides(["--epochs=3", "--learning_rate=1e-3", "--plm=t5-small", "--eval_args={'mode': 'labeled'}"]) \
         == {"epochs": 3, "learning_rate": 0.001, "plm": "t5-small", "eval_args": {"mode": "labeled"}}

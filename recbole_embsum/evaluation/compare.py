@@ -130,12 +130,16 @@ def reads_history(config):
 def check_plan(specs, dataset, config_file_list, config_dict):
     """Resolve every spec's Config before anything trains; returns ``{label: training negatives}``.
 
-    Raises ValueError (one line) for an unknown model name, for models that would read different history lengths
-    (a table compares models on the same most recent items) and for models that would drop different rows.
+    Raises ValueError (one line) for an unknown model name, for a run that cannot start (``preflight.check_run``:
+    missing data, item text, summaries or backbone), for models that would read different history lengths (a table
+    compares models on the same most recent items) and for models that would drop different rows.
     """
+    from recbole_embsum import preflight
+
     negatives, histories, drops = {}, {}, {}
     for spec in specs:
         config = _config(spec, dataset, config_file_list, config_dict)
+        preflight.check_run(config)
         negatives[spec.label] = training_negatives(config)
         if reads_history(config):
             histories[spec.label] = config["MAX_ITEM_LIST_LENGTH"]
