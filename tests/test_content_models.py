@@ -5,6 +5,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -162,3 +164,18 @@ def test_compare_cli_runs_embsum_the_five_baselines_sasrec_and_pop(mind_dataset,
     for model in ["NAML", "NRMS", "Fastformer", "CAUM", "MINS"]:
         assert rows[model]["train_negatives"].startswith("impression negatives (4 per click")
         assert float(rows[model]["imp_auc"]) > pop + 0.05, (model, rows[model]["imp_auc"], pop)
+
+
+@pytest.mark.slow
+def test_run_recbole_console_script_trains_a_baseline_and_reloads_its_best_checkpoint(goodreads_dataset, tmp_path):
+    data_path, name = _private_copy(goodreads_dataset, tmp_path)
+    sizes = [f"--{key}={value}" for key, value in TINY_CONTENT.items() if not isinstance(value, list)]
+    run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "run_recbole"), "--model=NAML",
+                          f"--dataset={name}", f"--data_path={data_path}", "--epochs=1", *sizes,
+                          f"--checkpoint_dir={tmp_path}/saved"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    (checkpoint,) = (tmp_path / "saved").glob("NAML-*.pth")
+    assert f"Loading model structure and parameters from {checkpoint}" in output
+    assert "test result" in output and "imp_auc" in output
