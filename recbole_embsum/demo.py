@@ -133,6 +133,7 @@ def run_demo(output, quick=False, overwrite=False):
 def run(args):
     """The ``demo`` subcommand: run, then print the table, a few summaries, the output paths and the MIND hint."""
     from recbole_embsum.evaluation import compare
+    from recbole_embsum.evaluation.rouge import looks_meaningful, rouge_without_shared_prefix
     from recbole_embsum.evaluation.summaries import rouge_table
     from recbole_embsum.summaries import load_summaries, summaries_path
 
@@ -151,8 +152,19 @@ def run(args):
         print(f"Summaries written by EmbSum for {len(evaluation.users)} test users not in training, vs the heuristic "
               f"references:\n")
         print(rouge_table(evaluation.rouge))
-        for user in evaluation.users[:3]:
-            print(f"user {user}\n  EmbSum:    {evaluation.generated[user]}\n  reference: {references[user]}\n")
+        generated = [evaluation.generated[user] for user in evaluation.users]
+        prefix, rouge = rouge_without_shared_prefix(generated, [references[user] for user in evaluation.users])
+        if prefix:
+            print(f'The same, without the words every reference starts with ("{prefix}"), which a model can copy '
+                  f"without reading the history:\n")
+            print(rouge_table(rouge))
+        if looks_meaningful(generated):
+            for user in evaluation.users[:3]:
+                print(f"user {user}\n  EmbSum:    {evaluation.generated[user]}\n  reference: {references[user]}\n")
+        else:
+            print(f"EmbSum's summaries are not meaningful yet: {len(set(generated))} distinct texts for "
+                  f"{len(generated)} users (its decoder has not learned to summarise in this short run), so none is "
+                  f"shown as an explanation.\n")
     else:
         print("EmbSum failed (see the table): no summaries to show.\n")
     print(f"Outputs in {args.output}/: raw/ (synthetic MIND files), data/{DATASET}/ (converted dataset and summaries), "

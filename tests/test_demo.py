@@ -28,7 +28,9 @@ def test_quick_demo_runs_every_step_and_tabulates_every_model(tmp_path, capsys):
     # the summaries of unseen users come with their ROUGE, and the printout says where everything went
     rouge = json.loads((output / "summaries" / "rouge.json").read_text(encoding="utf-8"))
     assert rouge["users"] == len((output / "summaries" / "summaries.jsonl").read_text().splitlines()) > 0
-    for expected in ("| EmbSum | ok |", "| Pop | ok |", "| ROUGE-L |", "EmbSum:", "reference:",
+    # generated summaries are shown as explanations only when they differ between users; otherwise the demo says so
+    assert ("EmbSum:    " in printed) != ("summaries are not meaningful yet" in printed)
+    for expected in ("| EmbSum | ok |", "| Pop | ok |", "| ROUGE-L |",
                      str(output / "comparison" / "results.md"), "--plm=t5-small", "convert mind --input"):
         assert expected in printed, expected
 

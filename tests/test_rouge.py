@@ -39,3 +39,27 @@ def test_unpaired_inputs_are_rejected():
         rouge_report(["a", "b"], ["a"])
     with pytest.raises(ValueError, match="no summary pairs"):
         rouge_report([], [])
+
+
+def test_shared_template_prefix_is_removed_before_scoring():
+    from recbole_embsum.evaluation.rouge import rouge_without_shared_prefix, shared_prefix, without_prefix
+
+    references = ["The user reads about sports and politics.", "The user reads about cooking."]
+    assert shared_prefix(references) == "The user reads about"
+    assert without_prefix("The user reads about cooking.", "The user reads about") == "cooking."
+    assert without_prefix("The user reads", "The user reads about") == "The user reads"
+    assert shared_prefix(["a b", "c d"]) == ""
+    copied = ["The user reads about", "The user reads about"]  # only the template: ROUGE-1 F1 was 4/5 and 4/6
+    prefix, rouge = rouge_without_shared_prefix(copied, references)
+    assert prefix == "The user reads about"
+    assert rouge["rouge1"].fmeasure == 0.0
+    _, exact = rouge_without_shared_prefix(references, references)
+    assert exact["rougeL"].fmeasure == 1.0
+
+
+def test_a_few_texts_for_many_users_are_not_meaningful():
+    from recbole_embsum.evaluation.rouge import looks_meaningful
+
+    assert not looks_meaningful(["about of ofof artith"] * 12 + ["about sports"] * 3)
+    assert not looks_meaningful(["one"])
+    assert looks_meaningful(["sports", "cooking", "politics", "sports"])

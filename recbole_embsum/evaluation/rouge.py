@@ -43,3 +43,39 @@ def rouge_report(predictions, references, use_stemmer=True):
             totals[name][2] += scores[name].fmeasure
     count = len(predictions)
     return {name: RougeScore(*(value / count for value in totals[name])) for name in ROUGE_TYPES}
+
+
+def shared_prefix(texts):
+    """The longest run of leading words every one of ``texts`` starts with (a template such as "The user reads
+    about"), as a string; "" when they share none."""
+    words = [text.split() for text in texts]
+    if not words:
+        return ""
+    prefix = []
+    for column in zip(*words):
+        if any(word != column[0] for word in column):
+            break
+        prefix.append(column[0])
+    return " ".join(prefix)
+
+
+def without_prefix(text, prefix):
+    """``text`` minus ``prefix`` (whole words) when it starts with it, else ``text`` unchanged."""
+    if prefix and (text == prefix or text.startswith(prefix + " ")):
+        return text[len(prefix):].strip()
+    return text
+
+
+def rouge_without_shared_prefix(predictions, references, use_stemmer=True):
+    """``(prefix, rouge_report(...))`` after removing the words every reference starts with from references and
+    predictions alike: a model that only copies the template then scores 0 instead of the template's share."""
+    prefix = shared_prefix(references)
+    return prefix, rouge_report([without_prefix(text, prefix) for text in predictions],
+                                [without_prefix(text, prefix) for text in references], use_stemmer=use_stemmer)
+
+
+def looks_meaningful(predictions, min_distinct_share=0.5):
+    """Whether generated summaries differ between users: at least ``min_distinct_share`` of them distinct (a decoder
+    that has not learned to summarise writes the same few texts for everybody)."""
+    predictions = [text.strip() for text in predictions]
+    return bool(predictions) and len(set(predictions)) >= max(2, min_distinct_share * len(predictions))
