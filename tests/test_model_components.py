@@ -12,7 +12,7 @@ from recbole_embsum.model.scorer import PolyScorer, poly_score_grid
 from recbole_embsum.model.session import pack_sessions, recent_first
 from recbole_embsum.text.backbone import train_tokenizer
 from recbole_embsum.text.items import (ITEM_START_TOKEN, build_item_token_table, build_summary_token_table,
-                                       iter_jsonl, render_items, truncate_to_tokens)
+                                       ItemTextError, load_item_texts, render_items, truncate_to_tokens)
 
 
 # ------------------------------------------------------------------------------------------------ Eq. (2)
@@ -232,11 +232,17 @@ def test_a_summary_cut_at_the_cap_does_not_end_in_eos(tokenizer):
         build_summary_token_table(["[PAD]", "U1"], {"U1": summary}, tokenizer, 0)
 
 
-def test_jsonl_errors_name_file_line_and_field(tmp_path):
+def test_item_text_errors_name_file_line_and_field(tmp_path):
     path = tmp_path / "d.text.jsonl"
     path.write_text(json.dumps({"item_id": "N1", "title": "x"}) + "\n\n" + json.dumps({"title": "y"}) + "\n")
-    with pytest.raises(ValueError, match=r"d\.text\.jsonl:3: missing field 'item_id'"):
-        list(iter_jsonl(str(path), ("item_id",)))
+    with pytest.raises(ItemTextError, match=r"d\.text\.jsonl, line 3, field 'item_id': missing"):
+        load_item_texts(str(path))
     path.write_text('{"item_id": "N1"}\n{oops\n')
-    with pytest.raises(ValueError, match=r"d\.text\.jsonl:2: invalid JSON"):
-        list(iter_jsonl(str(path), ("item_id",)))
+    with pytest.raises(ItemTextError, match=r"d\.text\.jsonl, line 2: not valid JSON"):
+        load_item_texts(str(path))
+    path.write_text('{"item_id": "N1", "title": 3}\n')
+    with pytest.raises(ItemTextError, match=r"line 1, field 'title': expected a string, got int"):
+        load_item_texts(str(path))
+    path.write_text('{"item_id": "N1", "abstract": null, "entities": [1]}\n')
+    assert load_item_texts(str(path))["N1"] == {"item_id": "N1", "title": "", "abstract": "", "category": "",
+                                                 "subcategory": "", "entities": [1]}

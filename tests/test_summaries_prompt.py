@@ -2,22 +2,17 @@
 import pytest
 from test_summaries_fakes import write_dataset
 
-from recbole_embsum.summaries.history import (
-    DatasetFileError,
-    ItemText,
-    dataset_file,
-    load_item_texts,
-    training_engagements,
-)
+from recbole_embsum.summaries.history import DatasetFileError, ItemText, dataset_file, training_engagements
 from recbole_embsum.summaries.prompt import (
     TemplateError,
     build_messages,
     condense,
     domain_for,
     prompt_hash,
-    recent_first,
     resolve_template,
 )
+from recbole_embsum.summaries.pipeline import _Prompts
+from recbole_embsum.text.items import load_item_texts
 
 
 def test_engagement_is_the_history_of_the_first_training_row_never_a_click(tmp_path):
@@ -51,14 +46,14 @@ def test_bad_inter_cell_names_file_line_and_field(tmp_path):
 def test_item_texts_read_every_field(tmp_path):
     folder = write_dataset(tmp_path)
     texts = load_item_texts(folder / "toy.text.jsonl")
-    assert texts["N4"] == ItemText("N4", "Easy pasta recipes for weeknights", "Five dinners in twenty minutes.",
+    assert ItemText.from_record(texts["N4"]) == ItemText("N4", "Easy pasta recipes for weeknights", "Five dinners in twenty minutes.",
                                    "foodanddrink", "recipes")
 
 
 def test_news_prompt_lists_items_most_recent_first(tmp_path):
     folder = write_dataset(tmp_path)
     texts = load_item_texts(folder / "toy.text.jsonl")
-    items = [texts[i] for i in recent_first(["N1", "N2", "N3", "N4"])]
+    items = [ItemText.from_record(texts[i]) for i in ("N4", "N3", "N2", "N1")]
     messages = build_messages(items, resolve_template("news"))
     assert len(messages) == 1 and messages[0]["role"] == "user"
     expected = (
@@ -86,8 +81,12 @@ def test_books_template_speaks_of_descriptions_and_genres():
 
 
 def test_at_most_max_items_most_recent_kept():
-    assert recent_first(list(range(100)), 60) == list(range(99, 39, -1))
-    assert recent_first([1, 2], 60) == [2, 1]
+    texts = {f"N{i}": ItemText(f"N{i}", f"t{i}", "", "c", "") for i in range(100)}
+    options = {"max_items": 60, "abstract_words": 100}
+    job = _Prompts(texts, resolve_template("news"), options, "heuristic", "m").job("U1", list(texts))
+    assert [item.item_id for item in job.items] == [f"N{i}" for i in range(99, 39, -1)]
+    job = _Prompts(texts, resolve_template("news"), options, "heuristic", "m").job("U1", ["N1", "N2"])
+    assert [item.item_id for item in job.items] == ["N2", "N1"]
 
 
 def test_abstract_condensed_to_100_words():

@@ -15,7 +15,6 @@ the training split their test-time history instead (``recbole-embsum summarize -
 ``source: "history-of-latest-test-impression"``): the history of their latest test row, never its candidates or labels.
 """
 import csv
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -24,12 +23,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dataset_converters.store import open_store
+from recbole_embsum.text.records import ITEM_TEXT_FIELDS
 
 logger = logging.getLogger(__name__)
 
 # Columns this module needs from a `.inter` header (the `name:type` cells of the contract).
 _NEEDED_COLUMNS = ("user_id", "item_id", "label", "timestamp", "item_id_list")
-TEXT_FIELDS = ("item_id", "title", "abstract", "category", "subcategory")
 
 
 class DatasetFileError(ValueError):
@@ -38,7 +37,8 @@ class DatasetFileError(ValueError):
 
 @dataclass(frozen=True)
 class ItemText:
-    """One line of ``<dataset>.text.jsonl`` (Goodreads: description in ``abstract``, genre in ``category``)."""
+    """An item as the prompt shows it: one record of ``<dataset>.text.jsonl`` (Goodreads: description in
+    ``abstract``, genre in ``category``)."""
 
     item_id: str
     title: str
@@ -46,36 +46,15 @@ class ItemText:
     category: str
     subcategory: str
 
+    @classmethod
+    def from_record(cls, record):
+        """From a record of :func:`recbole_embsum.text.items.load_item_texts`."""
+        return cls(*(record[field] for field in ITEM_TEXT_FIELDS))
+
 
 def dataset_file(data_path, dataset, suffix):
     """``<data_path>/<dataset>/<dataset><suffix>``, e.g. suffix ``.train.inter``."""
     return Path(data_path) / dataset / f"{dataset}{suffix}"
-
-
-def load_item_texts(path):
-    """Read ``<dataset>.text.jsonl`` into ``{item_id: ItemText}``; missing text fields read as empty strings."""
-    path = Path(path)
-    items = {}
-    with open(path, "r", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetFileError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("item_id"), str) or not row["item_id"]:
-                raise DatasetFileError(f"{path}, line {lineno}, field 'item_id': missing or not a non-empty string")
-            values = {}
-            for field in TEXT_FIELDS[1:]:
-                value = row.get(field) or ""
-                if not isinstance(value, str):
-                    raise DatasetFileError(
-                        f"{path}, line {lineno}, field '{field}': expected a string, got {type(value).__name__}"
-                    )
-                values[field] = value
-            items[row["item_id"]] = ItemText(item_id=row["item_id"], **values)
-    return items
 
 
 def _column_positions(header, path):

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from recbole_embsum.text.records import load_item_texts
 from recbole_embsum.validation import check_dataset_name
 
 from .backends import SummaryJob, backend_identity, make_backend
-from .history import dataset_file, evaluation_histories, load_item_texts, training_engagements
-from .prompt import build_messages, domain_for, prompt_hash, recent_first, resolve_template
+from .history import ItemText, dataset_file, evaluation_histories, training_engagements
+from .prompt import build_messages, domain_for, prompt_hash, resolve_template
 from .store import SOURCES, SummaryAppender, check_own_file, load_records, make_record, summaries_path
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class _Prompts:
     def job(self, user, engagement):
         known = [item for item in engagement if item in self.texts]
         self.missing_items.update(item for item in engagement if item not in self.texts)
-        items = [self.texts[item] for item in recent_first(known, self.max_items)]
+        # Appendix A: the most recent max_items engaged items, most recent first
+        items = [self.texts[item] for item in known[::-1][: max(self.max_items, 0)]]
         messages = build_messages(items, self.template, self.abstract_words)
         return SummaryJob(user, messages, items, prompt_hash(messages, self.model, self.backend_name))
 
@@ -119,7 +121,8 @@ def summarize_dataset(data_path, dataset, options, split="train"):
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(options["output"]) if options["output"] else summaries_path(data_path, dataset, split)
-    texts = load_item_texts(dataset_file(data_path, dataset, ".text.jsonl"))
+    records = load_item_texts(dataset_file(data_path, dataset, ".text.jsonl"))
+    texts = {item: ItemText.from_record(record) for item, record in records.items()}
     engagements = training_engagements(dataset_file(data_path, dataset, ".train.inter"))
     if split == "test":
         engagements = evaluation_histories(dataset_file(data_path, dataset, ".test.inter"), engagements)

@@ -99,11 +99,6 @@ def condense(text, max_words=100):
     return " ".join(words[:max_words]) + " ..."
 
 
-def recent_first(engagement, max_items=60):
-    """The last ``max_items`` of a chronological (oldest-first) list, most recent first."""
-    return list(reversed(engagement[-max_items:])) if max_items > 0 else []
-
-
 def build_messages(items, template, abstract_words=100):
     """Chat messages for one user; ``items`` are :class:`ItemText` already ordered most recent first.
 

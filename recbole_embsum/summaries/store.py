@@ -20,6 +20,8 @@ import logging
 import os
 from pathlib import Path
 
+from recbole_embsum.text.jsonl import parse_object
+
 logger = logging.getLogger(__name__)
 
 FIELDS = ("user_id", "summary", "backend", "model", "prompt_hash")
@@ -52,12 +54,7 @@ def make_record(user_id, summary, backend, model, prompt_hash, source=None):
 
 def _parse_line(text, path, lineno):
     """Decode one line into a record dict, or raise :class:`SummaryFileError` naming file, line and field."""
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SummaryFileError(f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(record, dict):
-        raise SummaryFileError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
+    record = parse_object(text, path, lineno, SummaryFileError)
     for field in FIELDS + OPTIONAL_FIELDS:
         if field not in record:
             if field in OPTIONAL_FIELDS:

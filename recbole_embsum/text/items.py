@@ -13,7 +13,6 @@
 
 Everything is tokenized once into padded ``[rows, L]`` tables; the model keeps them as non-persistent buffers.
 """
-import json
 import logging
 import os
 from typing import Dict, Iterator, List, Sequence, Tuple
@@ -21,51 +20,17 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
+from .records import ITEM_TEXT_FIELDS, ItemTextError, item_text_path, load_item_texts  # noqa: F401 (reading side)
+
 logger = logging.getLogger(__name__)
 
 ITEM_START_TOKEN = "[SOS]"
-ITEM_TEXT_FIELDS = ("item_id", "title", "abstract", "category", "subcategory")
 _TOKENIZE_CHUNK = 4096
-
-
-def item_text_path(data_path: str, dataset: str) -> str:
-    """``<data_path>/<dataset>.text.jsonl`` (``data_path`` is RecBole's per-dataset folder)."""
-    return os.path.join(data_path, f"{dataset}.text.jsonl")
 
 
 def default_summary_path(data_path: str, dataset: str) -> str:
     """``<data_path>/<dataset>.summaries.jsonl``."""
     return os.path.join(data_path, f"{dataset}.summaries.jsonl")
-
-
-def iter_jsonl(path: str, required: Sequence[str]) -> Iterator[dict]:
-    """Yield the JSON objects of ``path``, one per non-blank line, checking that ``required`` keys exist.
-
-    Raises:
-        ValueError: naming the file, line and field for malformed JSON or a missing field.
-    """
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: invalid JSON ({err.msg})") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            for field in required:
-                if field not in record:
-                    raise ValueError(f"{path}:{line_no}: missing field '{field}'")
-            yield record
-
-
-def load_item_texts(path: str) -> Dict[str, dict]:
-    """Map raw item id -> its text record from a ``.text.jsonl`` file."""
-    texts = {}
-    for record in iter_jsonl(path, ITEM_TEXT_FIELDS):
-        texts[str(record["item_id"])] = record
-    return texts
 
 
 def _chunks(items: Sequence, desc: str) -> Iterator[Sequence]:
