@@ -48,7 +48,7 @@ class ItemText:
 
     @classmethod
     def from_record(cls, record):
-        """From a record of :func:`recbole_embsum.text.items.load_item_texts`."""
+        """From a record of :func:`recbole_embsum.text.records.load_item_texts`."""
         return cls(*(record[field] for field in ITEM_TEXT_FIELDS))
 
 
