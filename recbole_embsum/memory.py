@@ -4,9 +4,10 @@ Two parts, each an estimate (the preflight warns when their sum exceeds the mach
 
 * **one EmbSum training step** at the configured sizes, taking every user to have a full history: parameters,
   gradients and AdamW state, plus the activations autograd keeps for the backward pass of
-  - the T5 encoder over ``train_batch_size x g`` sessions of ``session_max_tokens`` tokens (g = k / p sessions),
+  - the T5 encoder over ``train_batch_size x g`` sessions of p item rows (g = k / p sessions; a row is at most
+    ``title_max_tokens + abstract_max_tokens`` plus the template's own tokens),
   - the T5 encoder over ``train_batch_size x (1 + train_neg_num)`` candidate items,
-  - the T5 decoder over ``summary_max_tokens`` summary tokens cross-attending to the ``g x session_max_tokens``
+  - the T5 decoder over ``summary_max_tokens`` summary tokens cross-attending to the g sessions' token states
     fused session states of its user.
   The per-layer counts follow Hugging Face's T5 blocks (which tensors autograd saves); ``benchmarks/
   bench_paper_memory.py`` measures the same step and prints the estimate beside it. With
@@ -23,6 +24,7 @@ import os
 
 GIB = 1024 ** 3
 DATA_BYTES_PER_ROW = {"store": 0.17 * 1024, "inline": 6.3 * 1024}  # per .inter row (benchmarks/bench_load.py)
+TEMPLATE_TOKENS = 20  # per item row besides title and abstract: the template's words, category, [SOS] and </s>
 OPTIMIZER_BYTES_PER_PARAMETER = 16  # fp32 weight + gradient + AdamW's two moments
 
 
@@ -126,7 +128,7 @@ def step_shapes(config, users=None):
     k = config["MAX_ITEM_LIST_LENGTH"]
     grouping = config["session_grouping"] if config["session_grouping"] is not None else True
     per_session = config["session_size"] if grouping else 1
-    item_tokens = config["session_max_tokens"] // config["session_size"]
+    item_tokens = config["title_max_tokens"] + config["abstract_max_tokens"] + TEMPLATE_TOKENS
     return StepShapes(users=users or config["train_batch_size"], sessions=-(-k // per_session),
                       session_tokens=per_session * item_tokens, candidates=1 + (config["train_neg_num"] or 1),
                       item_tokens=item_tokens, summary_tokens=config["summary_max_tokens"])

@@ -137,9 +137,8 @@ def check_plan(specs, dataset, config_file_list, config_dict):
     from recbole_embsum import preflight
 
     negatives, histories, drops = {}, {}, {}
-    for spec in specs:
-        config = _config(spec, dataset, config_file_list, config_dict)
-        preflight.check_run(config)
+    configs = [_config(spec, dataset, config_file_list, config_dict) for spec in specs]
+    for spec, config in zip(specs, configs):
         negatives[spec.label] = training_negatives(config)
         if reads_history(config):
             histories[spec.label] = config["MAX_ITEM_LIST_LENGTH"]
@@ -152,6 +151,8 @@ def check_plan(specs, dataset, config_file_list, config_dict):
                 f"{'history' if key.startswith('MAX') else 'rows'}: set it once for all, e.g. "
                 f"--{key}={min(values.values())}"
             )
+    for config in configs:
+        preflight.check_run(config)
     return negatives
 
 
