@@ -48,14 +48,14 @@ def proportional_mib():
     return float("nan")
 
 
-def load(data_path, dataset, model, ddp=None):
+def load(data_path, dataset, model, ddp=None, extra=None):
     """create_dataset + data_preparation in this process; returns the measurements as a dict."""
     import recbole_embsum  # noqa: F401  (registers the packaged dataset yaml and the store hooks)
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
 
     baseline = peak_rss_mib()
-    config_dict = {"data_path": data_path, "show_progress": False, "state": "ERROR", **(ddp or {})}
+    config_dict = {"data_path": data_path, "show_progress": False, "state": "ERROR", **(extra or {}), **(ddp or {})}
     started = time.perf_counter()
     config = Config(model=model, dataset=dataset, config_dict=config_dict)
     dataset_obj = create_dataset(config)
@@ -83,8 +83,8 @@ def in_child(function, *args):
     return queue.get()
 
 
-def load_in_child(data_path, dataset, model):
-    return in_child(load, data_path, dataset, model)
+def load_in_child(data_path, dataset, model, extra=None):
+    return in_child(load, data_path, dataset, model, None, extra)
 
 
 def describe(result, dataset, model):
@@ -181,7 +181,10 @@ def main():
                         help="sizes of the growth curve, in MIND-small units, or 'large' (MIND-large-sized)")
     parser.add_argument("--layout", choices=("store", "inline"), default="store", help="layout of the growth curve")
     parser.add_argument("--world_size", type=int, default=1, help="load in this many DDP ranks at once (gloo, CPU)")
+    parser.add_argument("--drop_empty_history", action="store_true",
+                        help="leave out rows with an empty history (SASRec and GRU4Rec need it on data that has them)")
     args = parse_args(parser, {"fractions": "0.002,0.004"})
+    extra = {"drop_empty_history": True} if args.drop_empty_history else None
     if args.quick and not (args.workdir or args.data_path):
         with tempfile.TemporaryDirectory(prefix="bench_load_") as workdir:
             growth(workdir, [float(f) for f in args.fractions.split(",")], args.layout, args.model)
@@ -193,7 +196,7 @@ def main():
     elif args.world_size > 1:
         ranks(args.data_path, args.dataset, args.model, args.world_size)
     else:
-        print(describe(load_in_child(args.data_path, args.dataset, args.model), args.dataset, args.model))
+        print(describe(load_in_child(args.data_path, args.dataset, args.model, extra), args.dataset, args.model))
 
 
 if __name__ == "__main__":
