@@ -22,10 +22,16 @@ Rules:
     quantile, valid = up to the one at `test_start`, test = the rest. The defaults 0.54 / 0.75 give positives the
     proportions of the paper's Table 4 (198,403 / 75,445 / 93,156 = 54% / 21% / 25%).
   * An impression is a user's rated books in one window (impression_id `<window>-<user_id>`). Train: one row per
-    positive, whose history is the user's positives strictly earlier in time, `neg_items` drawn from the user's
+    positive except the history-only ones, whose history is the user's positives strictly earlier in time (the
+    history-only ones always included), `neg_items` drawn from the user's
     train-window negatives; a user without any there gets `fill_negatives` books they never rated (any rating,
     3 and 0 included), sampled (impressions.sample_unseen). Valid/test: one row per rated book of the window,
     history = the user's positives before the window starts.
+  * History only (`history_only_share`, default 0.1): a user's earliest `floor(share * n)` of their n train-window
+    positives, at least 1 when n >= 2, are not training rows but open every history of the user, so the first
+    training row's history (from which the user's training summary is written) is never empty and holds no training
+    target. 0.1 is about one book per user at the paper's scale (198,403 train positives over 21,450 users), which
+    keeps the written shares of positives near Table 4's; users with one train-window positive keep it as a row.
   * Items: the books referenced by the kept ratings, in books-file order (first occurrence wins).
 The ratings kept (user, time, book, label) are held in memory, grouped by user; books and genres are streamed. With
 `max_users`, the interaction files are read twice (first only the user ids), so only the chosen users' ratings are
@@ -257,15 +263,29 @@ def quantile_cuts(timestamps, valid_start, test_start):
     return at(valid_start), at(test_start)
 
 
-def _write_user(writer, user, records, valid_cut, test_cut, unrated):
-    """All rows of one user; `records` = [(timestamp, book, label)] sorted; `unrated`: other books they shelved."""
+def history_only_count(train_positives, share):
+    """How many of a user's earliest train-window positives are history only: `floor(share * train_positives)`,
+    at least 1 when the user has 2 or more (so the first training row has a history), none when `share` is 0."""
+    if share <= 0 or train_positives < 2:
+        return 0
+    return max(1, int(share * train_positives))
+
+
+def _write_user(writer, user, records, valid_cut, test_cut, unrated, history_only_share):
+    """All rows of one user; `records` = [(timestamp, book, label)] sorted; `unrated`: other books they shelved.
+
+    Returns the number of train-window positives written as history only (not as training rows).
+    """
     positives = [(ts, book) for ts, book, label in records if label]
     positive_times = [ts for ts, _ in positives]
     positive_books = [book for _, book in positives]
     train = [r for r in records if r[0] < valid_cut]
+    held = history_only_count(sum(1 for _, _, label in train if label), history_only_share)
     if train:
-        clicks = [(book, ts, positive_books[:bisect.bisect_left(positive_times, ts)])
-                  for ts, book, label in train if label]
+        # positives are sorted like `records`, so the user's first `held` positives are the history-only ones; they
+        # stay in every later history, ties in time included
+        clicks = [(book, ts, positive_books[:max(held, bisect.bisect_left(positive_times, ts))])
+                  for ts, book, label in train if label][held:]
         if clicks:
             writer.train_impression(f"train-{user}", user, clicks, [book for _, book, label in train if not label],
                                     seen=[book for _, book, _ in records] + sorted(unrated))
@@ -276,13 +296,16 @@ def _write_user(writer, user, records, valid_cut, test_cut, unrated):
         if candidates:
             history = positive_books[:bisect.bisect_left(positive_times, start)]
             writer.eval_impression(window, f"{window}-{user}", user, history, candidates)
+    return held
 
 
 def convert_goodreads(input_dir, output, options, valid_start=0.54, test_start=0.75, max_users=None,
-                      max_books=None):
+                      max_books=None, history_only_share=0.1):
     """Converts a Goodreads folder into `<output>/<options.name>/`; returns the stats report (also written as JSON)."""
     if not 0.0 < valid_start <= test_start < 1.0:
         raise ValueError(f"need 0 < --valid-start <= --test-start < 1, got {valid_start}, {test_start}")
+    if not 0.0 <= history_only_share < 1.0:
+        raise ValueError(f"--history-only-share must be in [0, 1), got {history_only_share}")
     for flag, value in (("--max-users", max_users), ("--max-books", max_books)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
@@ -312,9 +335,18 @@ def convert_goodreads(input_dir, output, options, valid_start=0.54, test_start=0
                                      f"valid < positive at the {test_start} quantile <= test")
         stats.notes["valid_start"] = datetime.datetime.fromtimestamp(valid_cut, _UTC).isoformat()
         stats.notes["test_start"] = datetime.datetime.fromtimestamp(test_cut, _UTC).isoformat()
+        held = {}
         for user, records in by_user.items():
             if records:
-                _write_user(writer, user, records, valid_cut, test_cut, unrated.get(user, ()))
+                held[user] = _write_user(writer, user, records, valid_cut, test_cut, unrated.get(user, ()),
+                                         history_only_share)
+        stats.notes["history_only"] = {
+            "rule": (f"each user's earliest floor({history_only_share} * train-window positives) positives (at least "
+                     f"1 when there are 2 or more) are history only: in every later history, never a training row"),
+            "share": history_only_share,
+            "users": sum(1 for count in held.values() if count),
+            "positives": sum(held.values()),
+        }
         files = ", ".join(interaction_paths)
         report = writer.finish(errors.summary(), {"items": ", ".join(book_paths), "train": files, "valid": files,
                                                   "test": files})
@@ -335,12 +367,17 @@ def add_arguments(parser):
     parser.add_argument("--max-books", type=int, default=None,
                         help="then keep this many of their books, chosen the same way (the paper: 330000; "
                              "default: all)")
+    parser.add_argument("--history-only-share", type=float, default=0.1,
+                        help="share of each user's train-window positives, the earliest, written only as history "
+                             "(at least 1 of 2 or more), so the first training row has a history to summarize; "
+                             "0 writes every positive as a training row (default: %(default)s)")
     parser.set_defaults(func=run)
 
 
 def run(args):
     return run_conversion(lambda: convert_goodreads(args.input, args.output, options_from_args(args), args.valid_start,
-                                                    args.test_start, args.max_users, args.max_books),
+                                                    args.test_start, args.max_users, args.max_books,
+                                                    args.history_only_share),
                           args.output, args.name)
 
 

@@ -200,6 +200,10 @@ def format_table(report):
                        ("tokens_per_title", "# tokens/title"), ("tokens_per_abstract", "# tokens/abstract")):
         theirs = f"  (paper: {paper[key]})" if paper and key in paper else ""
         lines.append(f"{label:<{width}}  {report[key]:>12}{theirs}")
+    held = report.get("history_only")
+    if held:
+        lines.append(f"history-only train positives (earliest of each user, not rows): {held['positives']} of "
+                     f"{held['users']} users (share {held['share']})")
     for kind, info in report["unknown_ids"].items():
         lines.append(f"unknown {kind} ids dropped: {info['count']} (e.g. {', '.join(info['examples'])})")
     for path, count in report["bad_lines"].items():

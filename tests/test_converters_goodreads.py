@@ -10,6 +10,9 @@ import pytest
 from dataset_converters.goodreads import convert_goodreads, main, parse_date, select_ids
 from dataset_converters.impressions import ConvertOptions
 from dataset_converters.reading import BadLineError
+from dataset_converters.store import open_store
+from recbole_embsum.cli import main as cli_main
+from recbole_embsum.summaries import load_records
 
 UTC = datetime.timezone.utc
 # (user, book, rating, date_updated); local times, the UTC equivalents are in T below.
@@ -50,10 +53,11 @@ def write_goodreads(folder, ratings=RATINGS, genres=None, extra_lines=()):
     return str(folder)
 
 
-def convert(raw, out, **options):
+def convert(raw, out, history_only_share=0.1, **options):
     # 5 kept positives (days 2, 4, 5, 7, 8): valid starts at the 4th (quantile 0.6), test at the 5th (quantile 0.8)
     options.setdefault("layout", "inline")  # these tests read the rows' item_id_list / neg_items cells
-    return convert_goodreads(raw, out, ConvertOptions(name="goodreads", **options), valid_start=0.6, test_start=0.8)
+    return convert_goodreads(raw, out, ConvertOptions(name="goodreads", **options), valid_start=0.6, test_start=0.8,
+                             history_only_share=history_only_share)
 
 
 def rows(folder, split):
@@ -70,9 +74,10 @@ def test_rating_rule_time_split_and_histories(tmp_path):
     report = convert(write_goodreads(tmp_path / "raw"), tmp_path / "out")
     folder = tmp_path / "out" / "goodreads"
     assert rows(folder, "train") == [
-        ["train-A", "A", "10", "1", str(T[2]), "", "20 30"],
+        # A's first train-window positive (10) is history only: no row of its own, in every later history
         ["train-A", "A", "40", "1", str(T[4]), "10", "20 30"],
-        # B has no train negative and has rated (or shelved: 20) every other book: nothing left to sample
+        # B has one train-window positive (kept as a row) and no train negative, and has rated (or shelved: 20)
+        # every other book: nothing left to sample
         ["train-B", "B", "30", "1", str(T[5]), "", ""],
     ]
     assert rows(folder, "valid") == [
@@ -86,7 +91,10 @@ def test_rating_rule_time_split_and_histories(tmp_path):
     assert report["unknown_ids"] == {"interaction": {"count": 1, "examples": ["99"]}}
     assert report["valid_start"] == "2017-01-07T09:00:00+00:00" and report["test_start"] == "2017-01-08T18:00:00+00:00"
     assert report["splits"]["train"]["negatives"] == 2 and report["splits"]["test"]["positives"] == 1
-    assert report["positive_shares"] == {"train": 0.6, "valid": 0.2, "test": 0.2}
+    assert report["positive_shares"] == {"train": 0.5, "valid": 0.25, "test": 0.25}
+    assert (report["history_only"]["users"], report["history_only"]["positives"]) == (1, 1)
+    convert(write_goodreads(tmp_path / "raw0"), tmp_path / "all", history_only_share=0.0)
+    assert [row[2] for row in rows(tmp_path / "all" / "goodreads", "train")] == ["10", "40", "30"]
 
 
 def test_genre_from_file_name_or_genre_file_and_exact_text(tmp_path):
@@ -122,7 +130,10 @@ def test_bad_line_names_file_line_and_field(tmp_path, line, field):
 def test_cli_overwrite_and_determinism(tmp_path, synth_goodreads_raw, capsys):
     args = ["--input", synth_goodreads_raw, "--output", str(tmp_path / "a")]
     assert main(args) == 0
-    assert "# positive" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "# positive" in out and "history-only train positives" in out
+    assert main(["--input", synth_goodreads_raw, "--output", str(tmp_path / "b"), "--history-only-share", "0"]) == 0
+    assert "history-only train positives (earliest of each user, not rows): 0 of 0 users" in capsys.readouterr().out
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     folder = tmp_path / "a" / "goodreads"
@@ -150,7 +161,15 @@ def _raw_ratings(raw):
 def test_default_windows_split_positives_as_table4(goodreads_dataset):
     data_path, name = goodreads_dataset
     stats = json.load(open(os.path.join(data_path, name, f"{name}.stats.json"), encoding="utf-8"))
-    assert stats["positive_shares"] == pytest.approx({"train": 0.54, "valid": 0.21, "test": 0.25}, abs=0.01)
+    held = stats["history_only"]["positives"]
+    positives = {split: stats["splits"][split]["positives"] for split in ("train", "valid", "test")}
+    total = sum(positives.values()) + held
+    # the time windows hold Table 4's shares of all positives, history-only ones counted in train ...
+    assert {"train": (positives["train"] + held) / total, "valid": positives["valid"] / total,
+            "test": positives["test"] / total} == pytest.approx({"train": 0.54, "valid": 0.21, "test": 0.25}, abs=0.01)
+    # ... and the written rows about 3 points fewer in train (about one history-only book per user)
+    assert stats["positive_shares"] == pytest.approx({"train": 0.51, "valid": 0.225, "test": 0.265}, abs=0.01)
+    assert held <= 0.15 * (positives["train"] + held) and stats["history_only"]["share"] == 0.1
     assert stats["paper_table4"]["positive_shares"] == {"train": 0.5406, "valid": 0.2056, "test": 0.2538}
 
 
@@ -202,3 +221,58 @@ def test_subset_of_users_and_books_is_seeded_and_exact(tmp_path, synth_goodreads
     assert other_users != users
     with pytest.raises(ValueError, match="--max-users must be at least 1"):
         convert_goodreads(synth_goodreads_raw, tmp_path / "d", ConvertOptions(name="goodreads"), max_users=0)
+
+
+def _store_rows(folder, name, split):
+    """[(user, item, label, history)] of a store-layout split, histories read back from `<name>.store/`."""
+    histories = open_store(folder, name).row_histories(split)
+    with open(os.path.join(folder, f"{name}.{split}.inter"), encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = [cell.split(":")[0] for cell in next(reader)]
+        col = {field: header.index(field) for field in ("user_id", "item_id", "label")}
+        result = [(row[col["user_id"]], row[col["item_id"]], row[col["label"]], next(histories).split())
+                  for row in reader]
+    assert next(histories, None) is None  # the store describes exactly the file's rows
+    return result
+
+
+def test_first_training_row_has_a_history_without_training_targets(tmp_path, goodreads_dataset, synth_goodreads_raw):
+    data_path, name = goodreads_dataset
+    folder = os.path.join(data_path, name)
+    train = _store_rows(folder, name, "train")
+    first = {}
+    for user, _, _, history in train:  # rows are written in time order per user
+        first.setdefault(user, history)
+    non_empty = [user for user, history in first.items() if history]
+    assert len(non_empty) >= 0.8 * len(first)  # the synthetic fixture: 173 of 191 (the others rated one book)
+    # no training target is among the items of the first history, unless the target is a book rated positive again
+    # (the synthetic data rates a few books twice) and so also in its own row's history
+    repeats = 0
+    for user, item, _, history in train:
+        if item in first[user]:
+            assert item in history, (user, item)
+            repeats += 1
+    assert repeats <= 0.01 * len(train)
+    stats = json.load(open(os.path.join(folder, f"{name}.stats.json"), encoding="utf-8"))
+    assert stats["history_only"]["users"] == len(non_empty)
+    assert stats["splits"]["train"]["empty_history_rows"] == len(first) - len(non_empty)
+    # the history store round-trips: the inline layout of the same conversion holds the same rows and histories
+    convert_goodreads(synth_goodreads_raw, tmp_path, ConvertOptions(name=name, layout="inline"))
+    for split in ("train", "valid", "test"):
+        inline = [(row[1], row[2], row[3], row[5].split()) for row in rows(tmp_path / name, split)]
+        assert inline == _store_rows(folder, name, split), split
+
+
+def test_summaries_are_written_for_goodreads_training_users(tmp_path, goodreads_dataset):
+    data_path, name = goodreads_dataset
+    output = tmp_path / "summaries.jsonl"
+    assert cli_main(["summarize", "--dataset", name, "--data_path", data_path, "--backend", "heuristic",
+                     "--output", str(output)]) == 0
+    users = {record["user_id"] for record in load_records(output)}
+    train_users = {user for user, _, _, _ in _store_rows(os.path.join(data_path, name), name, "train")}
+    assert users <= train_users and len(users) >= 0.8 * len(train_users)  # 0 before history-only positives
+
+
+def test_history_only_share_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="--history-only-share must be in"):
+        convert(write_goodreads(tmp_path / "raw"), tmp_path / "out", history_only_share=1.0)

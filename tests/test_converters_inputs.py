@@ -164,4 +164,5 @@ def test_goodreads_bom_in_json_lines(tmp_path):
     with gzip.open(path, "wb") as f:
         f.write(b"\xef\xbb\xbf" + data)
     report = convert_goodreads(raw, tmp_path / "out")
-    assert report["bad_lines"] == {} and report["splits"]["train"]["positives"] == 3
+    # 3 train-window positives, A's first of them history only (--history-only-share)
+    assert report["bad_lines"] == {} and report["splits"]["train"]["positives"] == 2

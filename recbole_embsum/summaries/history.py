@@ -6,9 +6,10 @@ file): the ``item_id_list`` of the user's earliest training row (smallest ``time
 wins a tie), de-duplicated, chronological (oldest first). A training row's summary is the decoder's target and the
 source of the global user vector while that row's click is scored, so it must not be written from that click or any
 later one: every item it is written from precedes every training impression of the user. For MIND this is the
-behaviors.tsv ``History`` column; for a converter that grows histories row by row (Goodreads) it is the items rated
-before the user's first training row, often none: such users get no summary and train "wo L_sum". Training clicks,
-valid and test rows are never read for it.
+behaviors.tsv ``History`` column; for Goodreads it is the user's history-only books (the earliest train-window
+positives, which the converter writes into histories but not as training rows); a user whose first training row has
+an empty history (a Goodreads user with a single train-window positive) gets no summary and trains "wo L_sum".
+Training clicks, valid and test rows are never read for it.
 
 For the summary-quality evaluation (paper Table 3), :func:`evaluation_histories` gives the test users who are not in
 the training split their test-time history instead (``recbole-embsum summarize --split test``, recorded as
