@@ -5,7 +5,6 @@ A refactoring must leave these numbers unchanged. Change the pinned values only 
 what EmbSum computes, and say so in its commit message.
 """
 import json
-import os
 
 import pytest
 import torch
@@ -17,7 +16,6 @@ from recbole.data import create_dataset, data_preparation
 from conftest import MIND_YAML, MODEL_YAML
 
 from recbole_embsum.model import EmbSum
-from recbole_embsum.text.backbone import TOKENIZER_META, tokenizer_cache_dir
 
 PINNED_CONFIG = {
     "plm_init": "scratch",
@@ -53,19 +51,16 @@ PINNED_FULL_SORT = [  # full_sort_predict() of the batch's first and last rows, 
 PINNED_LOSS_AFTER_STEP = 0.56993854  # sum of both parts after one Adam step (lr 1e-2), same batch and seed
 
 
-def write_word_tokenizer(folder, texts, vocab_size_recorded):
-    """A deterministic word-level tokenizer in EmbSum's tokenizer cache format (the Unigram trainer that
-    ``plm_init: scratch`` uses is not deterministic from run to run, so it cannot be pinned)."""
+def word_tokenizer(texts):
+    """A deterministic word-level tokenizer of ``texts``, standing in for the scratch tokenizer trainer (the Unigram
+    trainer that ``plm_init: scratch`` uses is not deterministic from run to run, so it cannot be pinned)."""
     split = pre_tokenizers.Whitespace()  # words and runs of punctuation
     words = sorted({word for text in texts for word, _ in split.pre_tokenize_str(text)})
     vocab = {token: i for i, token in enumerate(["<pad>", "</s>", "<unk>", "[SOS]"] + words)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = split
     tokenizer.decoder = decoders.WordPiece()  # joins words with spaces
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(folder)
-    with open(os.path.join(folder, TOKENIZER_META), "w", encoding="utf-8") as handle:
-        json.dump({"tokenizer_vocab_size": vocab_size_recorded, "model": "unigram"}, handle)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +86,15 @@ def pinned(tmp_path_factory, synth_mind_raw):
     with open(root / "mind" / "mind.text.jsonl", encoding="utf-8") as handle:
         texts = [" ".join(str(value) for value in json.loads(line).values()) for line in handle]
     template = "News Title: ; News Abstract: ; News Category:"
-    write_word_tokenizer(tokenizer_cache_dir(str(root / "mind"), "mind"), texts + list(summaries.values())
-                         + [template], PINNED_CONFIG["tokenizer_vocab_size"])
+    vocabulary = texts + list(summaries.values()) + [template]
     config = Config(model=EmbSum, dataset="mind", config_file_list=[MODEL_YAML, MIND_YAML],
                     config_dict={"data_path": str(root), **PINNED_CONFIG})
     dataset = create_dataset(config)
     train, valid, _ = data_preparation(config, dataset)
     torch.manual_seed(0)
-    model = EmbSum(config, dataset)
+    with pytest.MonkeyPatch.context() as patch:  # cached (and re-read) like a trained one
+        patch.setattr("recbole_embsum.text.backbone.train_tokenizer", lambda corpus, vocab_size: word_tokenizer(vocabulary))
+        model = EmbSum(config, dataset)
     return model, next(iter(train)), next(iter(valid))[0]
 
 

@@ -18,7 +18,8 @@ from dataset_converters.store import open_store
 
 from recbole_embsum.model import EmbSum
 from recbole_embsum.model.losses import IGNORE_INDEX
-from recbole_embsum.text.backbone import TOKENIZER_META, build_scratch_t5, tokenizer_cache_dir
+from recbole_embsum.text.backbone import (TOKENIZER_META, build_scratch_t5, load_or_train_tokenizer,
+                                          tokenizer_cache_dir, tokenizer_cache_key, tokenizer_cache_path)
 
 TINY = {
     **TINY_EMBSUM,
@@ -110,15 +111,57 @@ def test_item_token_table_is_built_once_with_sos_and_caps(prepared):
     assert model.max_item_tokens == int(model.item_token_lengths.max())
 
 
-def test_tokenizer_cache_written_once_and_vocab_mismatch_is_reported(prepared, data_root):
-    make_model(prepared)
-    cache = tokenizer_cache_dir(prepared[0]["data_path"], "mind")
-    meta = os.path.join(cache, TOKENIZER_META)
-    stamp = os.stat(meta).st_mtime_ns
-    make_model(prepared)
-    assert os.stat(meta).st_mtime_ns == stamp  # reused, not retrained
-    with pytest.raises(ValueError, match="tokenizer_vocab_size=300"):
-        make_model(prepared, tokenizer_vocab_size=301)
+def _no_training(*args, **kwargs):
+    raise AssertionError("the tokenizer was trained again instead of read from its cache")
+
+
+def test_tokenizer_cache_is_keyed_by_vocab_size_and_reused(prepared, monkeypatch):
+    small = make_model(prepared)
+    key = tokenizer_cache_key([], 300)  # for the version and model parts
+    folders = sorted(os.listdir(tokenizer_cache_dir(prepared[0]["data_path"], "mind")))
+    metas = {}
+    for folder in folders:
+        with open(os.path.join(tokenizer_cache_dir(prepared[0]["data_path"], "mind"), folder, TOKENIZER_META),
+                  encoding="utf-8") as handle:
+            metas[folder] = json.load(handle)
+    (cached,) = [meta for meta in metas.values() if meta["tokenizer_vocab_size"] == 300]
+    assert {k: cached[k] for k in ("tokenizers_version", "model")} == {k: key[k] for k in ("tokenizers_version", "model")}
+    assert len(cached["corpus_sha256"]) == 64
+    large = make_model(prepared, tokenizer_vocab_size=400)  # another configuration on the same data: no error
+    assert small.tokenizer.get_vocab() != large.tokenizer.get_vocab()
+    assert len(large.tokenizer) > len(small.tokenizer)
+    monkeypatch.setattr("recbole_embsum.text.backbone.train_tokenizer", _no_training)
+    assert make_model(prepared).tokenizer.get_vocab() == small.tokenizer.get_vocab()  # each read from its own folder
+    assert make_model(prepared, tokenizer_vocab_size=400).tokenizer.get_vocab() == large.tokenizer.get_vocab()
+
+
+def test_tokenizer_cache_key_follows_the_text_and_a_foreign_folder_is_retrained(tmp_path, monkeypatch):
+    corpus = ["News Title: storms hit the coast; News Category: weather", "The user reads about sports."] * 20
+    changed = corpus[:-1] + ["The user reads about politics."]
+    key = tokenizer_cache_key(corpus, 60)
+    assert tokenizer_cache_key(iter(corpus), 60) == key  # streamed: any iterable, same key
+    assert tokenizer_cache_key(changed, 60)["corpus_sha256"] != key["corpus_sha256"]
+    assert tokenizer_cache_key(["ab", "c"], 60) != tokenizer_cache_key(["a", "bc"], 60)
+    folder = tokenizer_cache_path(str(tmp_path), "mind", key)
+    assert tokenizer_cache_path(str(tmp_path), "mind", tokenizer_cache_key(changed, 60)) != folder
+    assert tokenizer_cache_path(str(tmp_path), "mind", tokenizer_cache_key(corpus, 61)) != folder
+    assert os.path.dirname(folder) == tokenizer_cache_dir(str(tmp_path), "mind")
+
+    load_or_train_tokenizer(str(tmp_path), "mind", lambda: iter(corpus), 60)
+    with open(os.path.join(folder, TOKENIZER_META), encoding="utf-8") as handle:
+        assert json.load(handle) == key
+    stamp = os.stat(os.path.join(folder, TOKENIZER_META)).st_mtime_ns
+    load_or_train_tokenizer(str(tmp_path), "mind", lambda: iter(corpus), 60)
+    assert os.stat(os.path.join(folder, TOKENIZER_META)).st_mtime_ns == stamp  # hit: not rewritten
+    load_or_train_tokenizer(str(tmp_path), "mind", lambda: iter(changed), 60)  # new text: its own folder
+    assert len(os.listdir(tokenizer_cache_dir(str(tmp_path), "mind"))) == 2
+
+    with open(os.path.join(folder, TOKENIZER_META), "w", encoding="utf-8") as handle:
+        json.dump({**key, "tokenizer_vocab_size": 59}, handle)  # a folder whose key is not ours: train, don't raise
+    load_or_train_tokenizer(str(tmp_path), "mind", lambda: iter(corpus), 60)
+    with open(os.path.join(folder, TOKENIZER_META), encoding="utf-8") as handle:
+        assert json.load(handle) == key
+    assert not [name for name in os.listdir(tokenizer_cache_dir(str(tmp_path), "mind")) if name.startswith(".")]
 
 
 def test_summaries_are_tokenized_for_users_that_have_one(prepared):

@@ -93,9 +93,9 @@ class EmbSum(SequentialRecommender):
         text_path = item_text_path(config["data_path"], config["dataset"])
         texts = load_item_texts(text_path)
         template = _required(config, "item_template")
-        summaries = self._load_summaries(config)
+        summaries = self._load_summaries(config)  # read even without L_sum: the scratch tokenizer's text
 
-        def corpus():  # text a scratch tokenizer is trained on: rendered items and summaries
+        def corpus():  # text a scratch tokenizer is trained on: rendered items and summaries (its cache key hashes it)
             rendered = (fill_template(template, record) for record in texts.values())
             return itertools.chain(rendered, summaries.values())
 
@@ -121,7 +121,8 @@ class EmbSum(SequentialRecommender):
             logger.warning("EmbSum: session_max_tokens is no longer read: item rows are cut only by title_max_tokens "
                            "and abstract_max_tokens (paper Section 3); remove it from your config")
         summary_tokens, summary_lengths = build_summary_token_table(
-            dataset.field2id_token[self.USER_ID], summaries, self.tokenizer, self.summary_max_tokens)
+            dataset.field2id_token[self.USER_ID], summaries if self.use_summary_loss else {}, self.tokenizer,
+            self.summary_max_tokens)
         self.register_buffer("summary_tokens", summary_tokens, persistent=False)  # [n_users, T_sum]
         self.register_buffer("summary_lengths", summary_lengths, persistent=False)  # [n_users], 0 = none
         self.n_summaries = int((summary_lengths > 0).sum())
@@ -138,14 +139,16 @@ class EmbSum(SequentialRecommender):
 
     def _load_summaries(self, config) -> dict:
         """Summaries keyed by raw user id from ``summary_path`` (default ``<data_path>/<dataset>.summaries.jsonl``
-        when that exists); empty when the summary loss is switched off or no file is there."""
-        if not self.use_summary_loss:
-            return {}
+        when that exists); empty when no file is there.
+
+        Read also when the summary loss is switched off: they are part of the scratch tokenizer's training text, so
+        the w/o-L_sum ablation keeps the full model's tokenizer (and its item token table)."""
         path = config["summary_path"]
         if path is None:
             path = default_summary_path(config["data_path"], config["dataset"])
             if not os.path.exists(path):
-                logger.warning("EmbSum: no summaries at %s; every user trains without L_sum", path)
+                if self.use_summary_loss:
+                    logger.warning("EmbSum: no summaries at %s; every user trains without L_sum", path)
                 return {}
         elif not os.path.exists(path):
             raise FileNotFoundError(f"summary_path: {path} does not exist")

@@ -6,10 +6,14 @@ Two ways to get them, chosen by ``plm_init``:
   loaded with ``AutoTokenizer`` / ``T5ForConditionalGeneration.from_pretrained``.
 * ``scratch`` (offline, no download): a T5 built from ``plm_config`` (any ``T5Config`` field; t5-small sizes by
   default) with a Unigram tokenizer (SentencePiece-style, like T5's own) trained with the ``tokenizers`` library on
-  the dataset's text and cached in ``<data_path>/<dataset>.tokenizer/`` so it is trained once.
+  the dataset's text and cached in ``<data_path>/<dataset>.tokenizer/<key>/`` so it is trained once. The key covers
+  everything the tokenizer depends on (``tokenizer_vocab_size``, a hash of the training text, the ``tokenizers``
+  version and the tokenizer model), so two configurations, or a dataset re-converted with other text, never read
+  each other's tokenizer.
 
 Either way the tokenizer gains the ``[SOS]`` item-start token (Section 2.3).
 """
+import hashlib
 import json
 import logging
 import os
@@ -17,6 +21,7 @@ import shutil
 import tempfile
 from typing import Callable, Iterable, Tuple
 
+import tokenizers
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AddedToken, AutoTokenizer, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
@@ -27,11 +32,13 @@ logger = logging.getLogger(__name__)
 
 PLM_INIT_CHOICES = ("pretrained", "scratch")
 TOKENIZER_META = "embsum_tokenizer.json"
+TOKENIZER_MODEL = "unigram"
 _SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", ITEM_START_TOKEN]  # ids 0, 1, 2 as in T5; then [SOS]
 
 
 def tokenizer_cache_dir(data_path: str, dataset: str) -> str:
-    """``<data_path>/<dataset>.tokenizer`` (``data_path`` is RecBole's per-dataset folder)."""
+    """``<data_path>/<dataset>.tokenizer``, the folder of all cached scratch tokenizers of a dataset (``data_path``
+    is RecBole's per-dataset folder)."""
     return os.path.join(data_path, f"{dataset}.tokenizer")
 
 
@@ -50,33 +57,56 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
     return wrapped
 
 
-def load_or_train_tokenizer(cache_dir: str, corpus: Callable[[], Iterable[str]],
-                            vocab_size: int) -> PreTrainedTokenizerFast:
-    """Load the tokenizer cached in ``cache_dir``, or train one on ``corpus()`` and write it there atomically.
+def tokenizer_cache_key(corpus: Iterable[str], vocab_size: int) -> dict:
+    """The parts a scratch tokenizer depends on: ``tokenizer_vocab_size``, the SHA-256 of the training text (streamed,
+    one text after another), the ``tokenizers`` version and the tokenizer model."""
+    digest = hashlib.sha256()
+    for text in corpus:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\x00")  # separator: ["ab", "c"] and ["a", "bc"] differ
+    return {"tokenizer_vocab_size": vocab_size, "corpus_sha256": digest.hexdigest(),
+            "tokenizers_version": tokenizers.__version__, "model": TOKENIZER_MODEL}
 
-    Raises:
-        ValueError: when the cache was trained with another ``tokenizer_vocab_size`` (a silently different
-            vocabulary would break checkpoints trained with the cached one).
+
+def tokenizer_cache_path(data_path: str, dataset: str, key: dict) -> str:
+    """``<data_path>/<dataset>.tokenizer/<first 16 hex digits of the key's hash>``: the folder of the tokenizer for
+    ``key`` (from :func:`tokenizer_cache_key`)."""
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return os.path.join(tokenizer_cache_dir(data_path, dataset), name)
+
+
+def _read_key(folder: str):
+    try:
+        with open(os.path.join(folder, TOKENIZER_META), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def load_or_train_tokenizer(data_path: str, dataset: str, corpus: Callable[[], Iterable[str]],
+                            vocab_size: int) -> PreTrainedTokenizerFast:
+    """Load the tokenizer cached for this corpus and vocabulary size, or train one on ``corpus()`` and write it to
+    its keyed folder atomically (the key's parts go to its ``embsum_tokenizer.json``).
+
+    ``corpus`` is called once to hash the text and, on a cache miss, once more to train on it.
     """
-    meta_path = os.path.join(cache_dir, TOKENIZER_META)
-    if not os.path.exists(meta_path):
-        logger.info("Training a %d-token Unigram tokenizer for %s", vocab_size, cache_dir)
+    key = tokenizer_cache_key(corpus(), vocab_size)
+    folder = tokenizer_cache_path(data_path, dataset, key)
+    if _read_key(folder) != key:  # absent, or written by something else: train a fresh one
+        logger.info("Training a %d-token Unigram tokenizer into %s", vocab_size, folder)
         tokenizer = train_tokenizer(corpus(), vocab_size)
-        parent = os.path.dirname(os.path.abspath(cache_dir))
-        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(cache_dir)}.")
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=f".{os.path.basename(folder)}.")
         tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, TOKENIZER_META), "w", encoding="utf-8") as handle:
-            json.dump({"tokenizer_vocab_size": vocab_size, "model": "unigram"}, handle)
+            json.dump(key, handle, indent=1, sort_keys=True)
+        if os.path.isdir(folder) and _read_key(folder) != key:
+            shutil.rmtree(folder, ignore_errors=True)  # a folder with a foreign key under our name
         try:
-            os.replace(tmp, cache_dir)
-        except OSError:  # another process wrote the cache first: use theirs
+            os.replace(tmp, folder)
+        except OSError:  # another process wrote the same key first: use theirs
             shutil.rmtree(tmp, ignore_errors=True)
-    with open(meta_path, encoding="utf-8") as handle:
-        cached = json.load(handle).get("tokenizer_vocab_size")
-    if cached != vocab_size:
-        raise ValueError(f"{meta_path}: tokenizer cache was trained with tokenizer_vocab_size={cached}, the config "
-                         f"asks for {vocab_size}; set tokenizer_vocab_size: {cached} or delete {cache_dir}")
-    tokenizer = AutoTokenizer.from_pretrained(cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     add_item_start_token(tokenizer)
     return tokenizer
 
@@ -117,7 +147,8 @@ def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForCon
 
     Args:
         config: the RecBole Config.
-        corpus: called (only when a scratch tokenizer must be trained) to get the training text.
+        corpus: called (only for a scratch tokenizer) to get the training text, to hash it and, if no tokenizer is
+            cached for it, to train one.
     """
     plm_init = config["plm_init"]
     if plm_init == "pretrained":
@@ -136,8 +167,8 @@ def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForCon
         if len(tokenizer) > t5.get_input_embeddings().num_embeddings:
             t5.resize_token_embeddings(len(tokenizer))
     elif plm_init == "scratch":
-        cache_dir = tokenizer_cache_dir(config["data_path"], config["dataset"])
-        tokenizer = load_or_train_tokenizer(cache_dir, corpus, config["tokenizer_vocab_size"])
+        tokenizer = load_or_train_tokenizer(config["data_path"], config["dataset"], corpus,
+                                            config["tokenizer_vocab_size"])
         t5 = build_scratch_t5(tokenizer, config["plm_config"])
     else:
         raise ValueError(f"plm_init must be one of {PLM_INIT_CHOICES}, got {plm_init!r}")
