@@ -43,7 +43,8 @@ TINY = {
 def copy_with_summaries(source_root, target_root):
     """Copy the converted synthetic MIND (the shared fixture is read-only; the tokenizer cache is written beside
     the data) and write a summary for every other user, naming the categories of the user's history."""
-    shutil.copytree(os.path.join(source_root, "mind"), os.path.join(target_root, "mind"))
+    shutil.copytree(os.path.join(source_root, "mind"), os.path.join(target_root, "mind"),
+                    ignore=shutil.ignore_patterns("*.tokenizer"))  # other tests' tokenizers: only this module's here
     folder = os.path.join(target_root, "mind")
     with open(os.path.join(folder, "mind.text.jsonl"), encoding="utf-8") as handle:
         category = {record["item_id"]: record["category"] for record in map(json.loads, handle)}
