@@ -57,10 +57,15 @@ def check_dataset(config):
     """``data_path`` exists and holds ``<dataset>/<dataset>*.inter`` (or RecBole can download ``dataset``)."""
     dataset = config["dataset"]
     folder = config["data_path"]  # RecBole's <data_path>/<dataset>
-    data_path = os.path.dirname(os.path.normpath(folder)) or "."
-    if _inter_files(folder, dataset):
-        return
     if not os.path.exists(folder) and _recbole_can_download(dataset):
+        return
+    check_converted_dataset(os.path.dirname(os.path.normpath(folder)) or ".", dataset)
+
+
+def check_converted_dataset(data_path, dataset):
+    """``data_path`` (the folder given as ``--data_path``) holds ``<dataset>/<dataset>*.inter``, or a one-line
+    :class:`PreflightError` says what to do: which converted datasets are there and how to convert this one."""
+    if _inter_files(os.path.join(data_path, dataset), dataset):
         return
     hint = CONVERT_HINT.format(data_path=data_path, dataset=dataset)
     if not os.path.isdir(data_path):
@@ -68,8 +73,8 @@ def check_dataset(config):
                              f"`{hint}`")
     found = converted_datasets(data_path)
     listing = f"found: {', '.join(found)}" if found else "found none"
-    raise PreflightError(f"no converted dataset {dataset!r} under {data_path}/ ({listing}); convert with `{hint}`"
-                         + (f" or pick one with --dataset={found[0]}" if found else ""))
+    raise PreflightError(f"no converted dataset {dataset!r} under {data_path}/ ({listing}); convert first with "
+                         f"`{hint}`" + (f" or pick one with --dataset={found[0]}" if found else ""))
 
 
 def check_embsum_files(config):

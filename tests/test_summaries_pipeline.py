@@ -32,6 +32,19 @@ def test_heuristic_run_then_rerun_is_all_cached(tmp_path, capsys):
     assert "3 users, 3 cached, 0 asked, 0 failed (heuristic / tfidf-v1" in capsys.readouterr().out
 
 
+def test_a_dataset_that_was_not_converted_is_named_in_one_line(tmp_path, capsys):
+    write_dataset(tmp_path)
+    assert _summarize(tmp_path, dataset="MIND") == 2
+    err = capsys.readouterr().err
+    assert err == (f"recbole-embsum summarize: error: no converted dataset 'MIND' under {tmp_path}/ (found: toy); "
+                   f"convert first with `recbole-embsum convert mind --input RAW_MIND --output {tmp_path} --name MIND`"
+                   f" or pick one with --dataset=toy\n")
+    assert not (tmp_path / "MIND").exists()  # nothing written for it
+    assert _summarize(tmp_path / "nowhere") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"data_path '{tmp_path / 'nowhere'}' does not exist" in err and "Errno" not in err
+
+
 def test_other_model_or_prompt_is_refused_not_mixed(tmp_path, capsys):
     write_dataset(tmp_path)
     assert _summarize(tmp_path) == 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from recbole_embsum.preflight import check_converted_dataset
 from recbole_embsum.text.records import load_item_texts
 from recbole_embsum.validation import check_dataset_name
 
@@ -118,6 +119,7 @@ def summarize_dataset(data_path, dataset, options, split="train"):
     """
     started = time.monotonic()
     check_dataset_name(dataset)  # the files are <data_path>/<dataset>/<dataset>.*: no way out of data_path
+    check_converted_dataset(str(data_path), dataset)  # else one line naming what is there, not a raw Errno 2
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(options["output"]) if options["output"] else summaries_path(data_path, dataset, split)
