@@ -36,7 +36,6 @@ EMBSUM_CONFIG = {
     "tokenizer_vocab_size": 400,
     "upe_codes": 8,
     "cpe_codes": 2,
-    "session_max_tokens": 96,
     "title_max_tokens": 12,
     "abstract_max_tokens": 12,
     "summary_max_tokens": 32,

@@ -150,7 +150,7 @@ def test_truncated_missing_and_recbole_format_checkpoints_are_one_line(tmp_path,
 # --- exact resume -----------------------------------------------------------------------------------------------------
 RESUME_TINY = {
     **TINY_EMBSUM, "train_batch_size": 32, "eval_batch_size": 512, "MAX_ITEM_LIST_LENGTH": 10,
-    "session_max_tokens": 96, "title_max_tokens": 12, "abstract_max_tokens": 12, "summary_max_tokens": 16,
+    "title_max_tokens": 12, "abstract_max_tokens": 12, "summary_max_tokens": 16,
     "eval_global_vector": "start", "epochs": 2, "eval_step": 1, "learner": "adamw", "learning_rate": 0.005,
     "lr_scheduler": "linear", "warmup_steps": 2, "metrics": ["AUC"], "valid_metric": "AUC", "state": "WARNING",
     "shuffle": True,
