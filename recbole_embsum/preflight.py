@@ -5,7 +5,8 @@ what to do when:
 
 * ``data_path`` does not exist, or holds no converted folder of that name (the converted folders found are listed);
 * EmbSum's item text (``<dataset>.text.jsonl``) or a configured ``summary_path`` is missing;
-* the backbone ``plm`` is neither a local folder, nor in the Hugging Face cache, nor reachable on the hub.
+* the backbone ``plm`` (EmbSum's T5, the PLM baselines' encoder) is neither a local folder, nor in the Hugging Face
+  cache, nor reachable on the hub.
 
 It then estimates the memory of one training step and of the loaded data (``recbole_embsum.memory``) and logs a
 warning naming the knobs when the estimate exceeds the machine's memory. ``run_recbole`` (``quick_start.run``) and
@@ -29,6 +30,12 @@ def _is_embsum(config):
 
     model_class = getattr(config, "model_class", None)
     return isinstance(model_class, type) and issubclass(model_class, EmbSum)
+
+
+def _reads_plm(config):
+    """EmbSum, or a model that loads a ``plm`` backbone (class attribute ``plm_kind``, e.g. NAMLPLM, MINER)."""
+    model_class = getattr(config, "model_class", None)
+    return _is_embsum(config) or getattr(model_class, "plm_kind", None) is not None
 
 
 def _recbole_can_download(dataset):
@@ -100,7 +107,8 @@ def resolve_backbone(plm, cache_dir=None):
     ``cache_dir``: the Hugging Face hub cache (default: ``HF_HUB_CACHE`` / ``HF_HOME`` / ``~/.cache/huggingface``).
     """
     what_to_do = (f"run with plm=/path/to/{os.path.basename(str(plm).rstrip('/')) or 't5-small'} (a folder written "
-                  f"by save_pretrained), or plm_init=scratch (a T5 of plm_config size trained from scratch, offline)")
+                  f"by save_pretrained), or plm_init=scratch (the same architecture of plm_config size, trained "
+                  f"from scratch offline)")
     if os.path.isdir(plm):
         if not os.path.isfile(os.path.join(plm, "config.json")):
             raise PreflightError(f"plm folder {plm!r} has no config.json (not written by save_pretrained); "
@@ -149,6 +157,7 @@ def check_run(config):
     embsum = _is_embsum(config)
     if embsum:
         check_embsum_files(config)
+    if _reads_plm(config):
         check_backbone(config)
     check_memory(config, embsum=embsum)
 

@@ -179,3 +179,20 @@ def test_run_recbole_console_script_trains_a_baseline_and_reloads_its_best_check
     (checkpoint,) = (tmp_path / "saved").glob("NAML-*.pth")
     assert f"Loading model structure and parameters from {checkpoint}" in output
     assert "test result" in output and "imp_auc" in output
+
+
+def test_two_tower_and_candidate_aware_models_share_one_abstract_base():
+    from recbole_embsum.model.content import TwoTowerRecommender
+    from recbole_embsum.registry import MODELS as REGISTERED
+
+    classes = {name: getattr(REGISTERED[name], name) for name in MODELS}
+    assert {name for name, cls in classes.items() if issubclass(cls, TwoTowerRecommender)} == {
+        "NAML", "NRMS", "Fastformer", "MINS"}
+    assert issubclass(classes["CAUM"], ContentRecommender) and classes["CAUM"].candidate_aware
+
+    class NoItemEncoder(TwoTowerRecommender):
+        def encode_user(self, history, mask):
+            return history.mean(dim=1)
+
+    with pytest.raises(TypeError, match="abstract .*encode_items"):
+        NoItemEncoder(None, None)

@@ -93,7 +93,8 @@ def pinned(tmp_path_factory, synth_mind_raw):
     train, valid, _ = data_preparation(config, dataset)
     torch.manual_seed(0)
     with pytest.MonkeyPatch.context() as patch:  # cached (and re-read) like a trained one
-        patch.setattr("recbole_embsum.text.backbone.train_tokenizer", lambda corpus, vocab_size: word_tokenizer(vocabulary))
+        patch.setattr("recbole_embsum.text.backbone.train_tokenizer",
+                      lambda corpus, vocab_size, scheme=None: word_tokenizer(vocabulary))
         model = EmbSum(config, dataset)
     return model, next(iter(train)), next(iter(valid))[0]
 

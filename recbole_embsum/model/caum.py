@@ -64,7 +64,6 @@ class CAUM(ContentRecommender):
     r"""CAUM: NRMS-style news encoder with title entities and a candidate-aware user encoder."""
 
     text_fields = ("title",)
-    candidate_aware = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -1,21 +1,31 @@
-"""``ContentRecommender``: the shared frame of the content-based baselines (NAML, NRMS, Fastformer, CAUM, MINS).
+"""``ContentRecommender``: the shared frame of the content-based baselines; ``TwoTowerRecommender``: its two-tower
+kind.
 
-Each of them is a news (item) encoder, a user encoder and a click predictor (the pattern of NewsRecLib and
-Legommenders); a subclass defines ``encode_items`` and ``encode_user`` (or, candidate-aware, ``score_candidates``)
-and this class does the rest the same way for all:
+Each baseline is a news (item) encoder and a scorer of candidates for a history (the pattern of NewsRecLib and
+Legommenders):
 
-* **Inputs.** Word ids of title/abstract, category ids and title entities per internal item id, built once from the
-  dataset's item text store (``recbole_embsum.text.features``), kept as non-persistent buffers.
+* ``ContentRecommender`` (CAUM): a subclass defines ``encode_items`` (item ids -> vectors) and
+  ``score_candidates`` (history vectors + candidate vectors -> scores), so the user side may depend on the candidate.
+* ``TwoTowerRecommender`` (NAML, NRMS, Fastformer, MINS): a subclass defines ``encode_items`` and
+  ``encode_user`` (history vectors -> one user vector); the click predictor is a dot product (``click_score``), so
+  a distinct history is encoded once per evaluation batch and full ranking is one matrix product.
+
+This module does the rest the same way for all:
+
+* **Inputs.** ``build_item_inputs`` turns the item text records (internal-id order) into tensors once, kept as
+  non-persistent buffers: by default word ids of title/abstract, category ids and title entities
+  (``recbole_embsum.text.features``); the PLM baselines override it with subword token tables.
 * **History.** The latest ``history_len`` items of ``item_id_list``, oldest first, with a padding mask.
 * **Training** as in the papers: each click against ``train_neg_num`` negatives drawn from its impression's
   ``neg_items`` (the same ones EmbSum trains on), softmax cross-entropy over the 1 + K scores (the NCE loss of
   EmbSum's Eq. (5)). Every distinct item of a batch (history and candidates) is encoded once.
 * **Evaluation.** All item vectors are computed once per evaluation pass and cached until the weights change or
-  ``train()`` is called; ``predict`` scores labeled (history, candidate) rows encoding each distinct history once,
-  ``full_sort_predict`` scores every item.
+  ``train()`` is called; ``predict`` scores labeled (history, candidate) rows (two-tower: each distinct history
+  encoded once), ``full_sort_predict`` scores every item.
 """
+import abc
 import logging
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,18 +45,18 @@ logger = logging.getLogger(__name__)
 CANDIDATE_CHUNK_ROWS = 1 << 15  # full ranking, candidate-aware: (user, candidate, click) rows per call
 
 
-class ContentRecommender(SequentialRecommender):
-    """Base of the two-tower (and candidate-aware) content recommenders trained with impression negatives.
+class ContentRecommender(SequentialRecommender, metaclass=abc.ABCMeta):
+    """Base of the content recommenders trained with impression negatives: a news encoder and a (possibly
+    candidate-aware) scorer.
 
-    Subclasses set ``text_fields`` (which of title/abstract they read), and implement ``encode_items`` and either
-    ``encode_user`` (two-tower: score = click predictor of user and item vectors, dot product by default) or, with
-    ``candidate_aware = True``, ``score_candidates``.
+    Subclasses set ``text_fields`` (which of title/abstract they read) and implement ``encode_items`` and
+    ``score_candidates``; two-tower models derive from :class:`TwoTowerRecommender` instead.
     """
 
     input_type = InputType.POINTWISE
     training_negatives = "impression"  # trains on the impression's own neg_items (no RecBole negative sampling)
     accepts_empty_history = True  # an empty history is a fully masked one (compat.py)
-    candidate_aware = False  # True: the user side depends on the candidate (no standalone user vector)
+    candidate_aware = True  # the user side depends on the candidate (no standalone user vector); False: two-tower
     text_fields = ("title",)  # text fields of the item text this model reads
 
     def __init__(self, config, dataset):
@@ -66,6 +76,15 @@ class ContentRecommender(SequentialRecommender):
 
         text_path = item_text_path(config["data_path"], config["dataset"])
         records = ordered_records(dataset.field2id_token[self.ITEM_ID], load_item_texts(text_path), text_path)
+        self.build_item_inputs(config, records)
+        self._item_cache = ItemVectorCache(self.n_items, self.item_encode_batch_size)  # eval item vectors [n_items, D]
+
+    # ----------------------------------------------------------------------------------------------- inputs
+    def build_item_inputs(self, config, records: Sequence[dict]) -> None:
+        """Item tensors from the text ``records`` (index = internal item id, 0 = padding ``{}``), registered as
+        non-persistent buffers. Here: word ids of ``text_fields`` (``item_title`` / ``item_abstract`` [n_items,
+        T]), category ids (``item_category`` / ``item_subcategory`` [n_items]) and title entities
+        (``item_title_entities`` [n_items, E]) in ``self.features``."""
         max_words = {"title": config["title_max_words"], "abstract": config["abstract_max_words"]}
         self.features = build_item_features(
             records, f"{config['data_path']}/{config['dataset']}",
@@ -78,9 +97,6 @@ class ContentRecommender(SequentialRecommender):
         if self.features.entities is not None:
             self.register_buffer("item_title_entities", self.features.entities, persistent=False)  # [n_items, E]
 
-        self._item_cache = ItemVectorCache(self.n_items, self.item_encode_batch_size)  # eval item vectors [n_items, D]
-
-    # ----------------------------------------------------------------------------------------------- inputs
     def word_embedding(self, config) -> nn.Embedding:
         """The word embedding table (``word_embedding_size``; GloVe / .npy vectors from ``word_embeddings``)."""
         return build_word_embedding(self.features.tokenizer, config["word_embedding_size"], config["word_embeddings"])
@@ -108,21 +124,13 @@ class ContentRecommender(SequentialRecommender):
         return {name: getattr(self, f"item_{name}")[item_ids] for name in names}
 
     # ------------------------------------------------------------------------------------------- the model
+    @abc.abstractmethod
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """News encoder: ``item_ids`` [N] -> item vectors [N, D]."""
-        raise NotImplementedError
+        """News encoder: ``item_ids`` [N] -> item vectors [N, D] (what evaluation caches per item)."""
 
-    def encode_user(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """User encoder: history item vectors [B, L, D] (oldest first) and mask [B, L] -> user vectors [B, D]."""
-        raise NotImplementedError
-
-    def click_score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Click predictor: users [B, D], candidates [B, C, D] -> [B, C] (dot product)."""
-        return torch.einsum("bd,bcd->bc", users, candidates)
-
+    @abc.abstractmethod
     def score_candidates(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Scores of candidates [B, C, D] for histories [B, L, D] / mask [B, L] -> [B, C]."""
-        return self.click_score(self.encode_user(history, mask), candidates)
+        """Scores of candidates [B, C, D] for histories [B, L, D] (oldest first) / mask [B, L] -> [B, C]."""
 
     # ---------------------------------------------------------------------------------------------- training
     def _history(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +157,7 @@ class ContentRecommender(SequentialRecommender):
     def all_item_vectors(self) -> torch.Tensor:
         """Vectors of every item [n_items, D]: in evaluation each item is encoded once per pass (cached until the
         weights change), in training recomputed with gradients."""
-        all_items = torch.arange(self.n_items, device=self.item_title.device)
+        all_items = torch.arange(self.n_items, device=next(self.parameters()).device)
         if self.training:
             return self.encode_items(all_items)
         return self._item_cache.lookup(all_items, self.encode_items, self)
@@ -164,13 +172,50 @@ class ContentRecommender(SequentialRecommender):
         return next(self.parameters()).dtype
 
     def predict(self, interaction):
-        """Scores of (history, candidate) rows [R] (RecBole's labeled evaluation)."""
+        """Scores of (history, candidate) rows [R] (RecBole's labeled evaluation); the user side runs per row."""
         items = self.all_item_vectors()  # [n_items, D]
         history, mask = self._history(interaction)  # [R, L]
         candidates = self._item_rows(items, interaction[self.ITEM_ID])  # [R, D]
-        if self.candidate_aware:
-            return self.score_candidates(self._item_rows(items, history), mask, candidates[:, None]).squeeze(1)
-        # labeled rows repeat an impression's history: one user vector per distinct history
+        return self.score_candidates(self._item_rows(items, history), mask, candidates[:, None]).squeeze(1)
+
+    def full_sort_predict(self, interaction):
+        """Scores of every history in the batch against all items -> [B, n_items], in candidate chunks."""
+        items = self.all_item_vectors()  # [n_items, D]
+        history, mask = self._history(interaction)  # [B, L]
+        clicks = self._item_rows(items, history)  # [B, L, D]
+        scores = []
+        chunk_size = max(1, CANDIDATE_CHUNK_ROWS // max(1, history.numel()))  # B x chunk x L click rows at a time
+        for chunk in items.split(chunk_size):  # candidate-aware: the user side runs once per (user, candidate)
+            expanded = chunk[None].expand(history.size(0), -1, -1).to(clicks.dtype)  # [B, c, D]
+            scores.append(self.score_candidates(clicks, mask, expanded))
+        return torch.cat(scores, dim=1)
+
+
+class TwoTowerRecommender(ContentRecommender):
+    """A content recommender whose user vector does not depend on the candidate: ``encode_user`` (history vectors ->
+    user vector) and ``click_score`` (dot product by default). Evaluation encodes each distinct history of a batch
+    once, and full ranking is one product with all item vectors."""
+
+    candidate_aware = False
+
+    @abc.abstractmethod
+    def encode_user(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """User encoder: history item vectors [B, L, D] (oldest first) and mask [B, L] -> user vectors [B, D]."""
+
+    def click_score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Click predictor: users [B, D], candidates [B, C, D] -> [B, C] (dot product)."""
+        return torch.einsum("bd,bcd->bc", users, candidates)
+
+    def score_candidates(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores of candidates [B, C, D] for histories [B, L, D] / mask [B, L] -> [B, C]."""
+        return self.click_score(self.encode_user(history, mask), candidates)
+
+    def predict(self, interaction):
+        """Scores of (history, candidate) rows [R]: labeled rows repeat an impression's history, so one user vector
+        per distinct history."""
+        items = self.all_item_vectors()  # [n_items, D]
+        history, mask = self._history(interaction)  # [R, L]
+        candidates = self._item_rows(items, interaction[self.ITEM_ID])  # [R, D]
         users = per_distinct_history(lambda seq, _: self.encode_user(self._item_rows(items, seq), seq != 0), history,
                                      mask.sum(dim=1))  # [R, D]
         return self.click_score(users, candidates[:, None]).squeeze(1)
@@ -179,13 +224,5 @@ class ContentRecommender(SequentialRecommender):
         """Scores of every history in the batch against all items -> [B, n_items]."""
         items = self.all_item_vectors()  # [n_items, D]
         history, mask = self._history(interaction)  # [B, L]
-        clicks = self._item_rows(items, history)  # [B, L, D]
-        if not self.candidate_aware:
-            users = self.encode_user(clicks, mask)  # [B, D]
-            return users @ items.T.to(users.dtype)
-        scores = []
-        chunk_size = max(1, CANDIDATE_CHUNK_ROWS // max(1, history.numel()))  # B x chunk x L click rows at a time
-        for chunk in items.split(chunk_size):  # candidate-aware: the user side runs once per (user, candidate)
-            expanded = chunk[None].expand(history.size(0), -1, -1).to(clicks.dtype)  # [B, c, D]
-            scores.append(self.score_candidates(clicks, mask, expanded))
-        return torch.cat(scores, dim=1)
+        users = self.encode_user(self._item_rows(items, history), mask)  # [B, D]
+        return users @ items.T.to(users.dtype)

@@ -21,11 +21,11 @@ User encoder: Fastformer over the clicked news vectors (oldest first) -> attenti
 import torch
 import torch.nn as nn
 
-from .content import ContentRecommender
+from .content import TwoTowerRecommender
 from .layers import FastformerEncoder
 
 
-class Fastformer(ContentRecommender):
+class Fastformer(TwoTowerRecommender):
     r"""Fastformer news and user encoders (additive-attention Transformers) with a dot-product click predictor."""
 
     text_fields = ("title",)

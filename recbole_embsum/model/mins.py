@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .content import ContentRecommender
+from .content import TwoTowerRecommender
 from .layers import AdditiveAttention, CategoryEncoder, MultiHeadSelfAttention
 
 
@@ -49,7 +49,7 @@ class MultiChannelGRU(nn.Module):
         return torch.cat(states, dim=-1) * (lengths > 0)[:, None].to(history.dtype)  # [B, D]
 
 
-class MINS(ContentRecommender):
+class MINS(TwoTowerRecommender):
     r"""MINS: NRMS-style multi-field news encoder and a multi-channel GRU user encoder."""
 
     text_fields = ("title", "abstract")

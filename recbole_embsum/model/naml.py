@@ -21,7 +21,7 @@ User encoder: additive attention over the clicked news vectors (Eqs. (7)-(8)). C
 import torch
 import torch.nn as nn
 
-from .content import ContentRecommender
+from .content import TwoTowerRecommender
 from .layers import AdditiveAttention, CategoryEncoder
 
 
@@ -43,7 +43,7 @@ class TextCNNView(nn.Module):
         return self.pooling(self.dropout(features), mask)[0]  # Eqs. (2)-(3)
 
 
-class NAML(ContentRecommender):
+class NAML(TwoTowerRecommender):
     r"""NAML: attentive multi-view news encoder (title, abstract, category, subcategory) and attentive user encoder."""
 
     text_fields = ("title", "abstract")

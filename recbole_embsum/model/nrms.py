@@ -18,11 +18,11 @@ Click predictor: dot product (Eq. (8)).
 """
 import torch
 
-from .content import ContentRecommender
+from .content import TwoTowerRecommender
 from .layers import AdditiveAttention, MultiHeadSelfAttention
 
 
-class NRMS(ContentRecommender):
+class NRMS(TwoTowerRecommender):
     r"""NRMS: multi-head self-attention news and user encoders over a title's words and a user's clicks."""
 
     text_fields = ("title",)

@@ -1,17 +1,23 @@
-"""The T5 encoder-decoder backbone of the content models (EmbSum first) and its tokenizer.
+"""Pretrained language models (PLMs) of the content models and their tokenizers: EmbSum's T5 and the PLM baselines'
+encoders (RoBERTa, BERT) and encoder-decoders (BART), loaded one way.
 
-Two ways to get them, chosen by ``plm_init``:
+Two ways to get a model, chosen by ``plm_init``:
 
-* ``pretrained`` (default): ``plm`` is a Hugging Face encoder-decoder name or local path (``t5-small`` in the paper),
-  loaded with ``AutoTokenizer`` / ``T5ForConditionalGeneration.from_pretrained``.
-* ``scratch`` (offline, no download): a T5 built from ``plm_config`` (any ``T5Config`` field; t5-small sizes by
-  default) with a Unigram tokenizer (SentencePiece-style, like T5's own) trained with the ``tokenizers`` library on
-  the dataset's text and cached in ``<data_path>/<dataset>.tokenizer/<key>/`` so it is trained once. The key covers
-  everything the tokenizer depends on (``tokenizer_vocab_size``, a hash of the training text, the ``tokenizers``
-  version and the tokenizer model), so two configurations, or a dataset re-converted with other text, never read
-  each other's tokenizer.
+* ``pretrained`` (default): ``plm`` is a Hugging Face name or local folder (``t5-small`` for EmbSum, ``roberta-base`` /
+  ``bert-base-uncased`` / ``facebook/bart-base`` for the baselines), loaded with ``AutoTokenizer`` and
+  ``from_pretrained``.
+* ``scratch`` (offline, no download): the same architecture built from ``plm_config`` (fields of the family's
+  ``PretrainedConfig``; ``model_type`` names the family, else it is read from the ``plm`` name as ``AutoConfig``
+  does) with random weights, and a tokenizer of the family's scheme (T5: Unigram with ``<pad> </s> <unk>``; BERT:
+  WordPiece with ``[PAD] [UNK] [CLS] [SEP] [MASK]``; RoBERTa and BART: byte-level BPE with ``<s> <pad> </s> <unk>
+  <mask>``) trained with the ``tokenizers`` library on the dataset's text and cached in
+  ``<data_path>/<dataset>.tokenizer/<key>/`` so it is trained once. The key covers everything the tokenizer depends
+  on (``tokenizer_vocab_size``, a hash of the training text, the ``tokenizers`` version, the tokenizer model and the
+  special-token scheme), so two configurations, two families, or a dataset re-converted with other text, never read
+  each other's tokenizer. Model code uses ``cls_token_id`` / ``sep_token_id`` / ``pad_token_id`` alike for both.
 
-Either way the tokenizer gains the ``[SOS]`` item-start token (Section 2.3).
+EmbSum's T5 (:func:`load_backbone`) also gains the ``[SOS]`` item-start token (Section 2.3); the baselines use
+:func:`load_plm`.
 """
 import hashlib
 import json
@@ -19,21 +25,46 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Callable, Iterable, Tuple
+from typing import Callable, Iterable, NamedTuple, Optional, Tuple
 
 import tokenizers
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import AddedToken, AutoTokenizer, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (CONFIG_MAPPING, AddedToken, AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer,
+                          PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration)
 
 from .items import ITEM_START_TOKEN
 
 logger = logging.getLogger(__name__)
 
 PLM_INIT_CHOICES = ("pretrained", "scratch")
+PLM_KINDS = {"encoder": AutoModel, "seq2seq": AutoModelForSeq2SeqLM}  # load_plm's kind -> Auto class
 TOKENIZER_META = "embsum_tokenizer.json"
-TOKENIZER_MODEL = "unigram"
-_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", ITEM_START_TOKEN]  # ids 0, 1, 2 as in T5; then [SOS]
+
+
+class TokenizerScheme(NamedTuple):
+    """How a family's scratch tokenizer is built: the ``tokenizers`` model, its special tokens (in id order) and
+    their roles in ``PreTrainedTokenizerFast``."""
+
+    name: str
+    model: str  # unigram | wordpiece | bpe
+    special_tokens: Tuple[str, ...]
+    roles: Tuple[Tuple[str, str], ...]  # (PreTrainedTokenizerFast keyword, token)
+
+
+T5_SCHEME = TokenizerScheme("t5", "unigram", ("<pad>", "</s>", "<unk>", ITEM_START_TOKEN),  # ids 0-2 as in T5
+                            (("pad_token", "<pad>"), ("eos_token", "</s>"), ("unk_token", "<unk>")))
+BERT_SCHEME = TokenizerScheme("bert", "wordpiece", ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+                              (("pad_token", "[PAD]"), ("unk_token", "[UNK]"), ("cls_token", "[CLS]"),
+                               ("sep_token", "[SEP]"), ("mask_token", "[MASK]")))
+ROBERTA_SCHEME = TokenizerScheme("roberta", "bpe", ("<s>", "<pad>", "</s>", "<unk>", "<mask>"),  # ids as roberta-base
+                                 (("bos_token", "<s>"), ("eos_token", "</s>"), ("cls_token", "<s>"),
+                                  ("sep_token", "</s>"), ("pad_token", "<pad>"), ("unk_token", "<unk>"),
+                                  ("mask_token", "<mask>")))
+# model_type (transformers) -> the scheme of its scratch tokenizer; RoBERTa and BART share GPT-2's byte-level BPE
+SCRATCH_SCHEMES = {"t5": T5_SCHEME, "bert": BERT_SCHEME, "distilbert": BERT_SCHEME, "roberta": ROBERTA_SCHEME,
+                   "bart": ROBERTA_SCHEME}
+TOKENIZER_MODEL = T5_SCHEME.model  # EmbSum's scratch tokenizer model
 
 
 def tokenizer_cache_dir(data_path: str, dataset: str) -> str:
@@ -42,30 +73,66 @@ def tokenizer_cache_dir(data_path: str, dataset: str) -> str:
     return os.path.join(data_path, f"{dataset}.tokenizer")
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a Unigram tokenizer (NFKC + Metaspace, T5's scheme) on ``corpus``, wrapped for transformers."""
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.normalizer = normalizers.NFKC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=_SPECIAL_TOKENS, unk_token="<unk>",
-                                      show_progress=False)
+def _bare_tokenizer(scheme: TokenizerScheme, vocab_size: int):
+    """An untrained ``tokenizers.Tokenizer`` of ``scheme`` and its trainer."""
+    specials = list(scheme.special_tokens)
+    if scheme.model == "unigram":  # T5: NFKC + Metaspace (SentencePiece-style)
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.normalizer = normalizers.NFKC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        return tokenizer, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>",
+                                                  show_progress=False)
+    if scheme.model == "wordpiece":  # BERT uncased: lower-casing normalizer, ## continuation pieces
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        return tokenizer, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                    show_progress=False)
+    tokenizer = Tokenizer(models.BPE())  # RoBERTa / BART: byte-level BPE, every byte in the base alphabet
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+
+
+def _post_processor(scheme: TokenizerScheme, tokenizer: Tokenizer):
+    """The family's special tokens around a text (pair): BERT ``[CLS] a [SEP] b [SEP]``, RoBERTa/BART ``<s> a </s></s>
+    b </s>``; T5 none (EmbSum adds its own)."""
+    if scheme is BERT_SCHEME:
+        return processors.BertProcessing(("[SEP]", tokenizer.token_to_id("[SEP]")),
+                                         ("[CLS]", tokenizer.token_to_id("[CLS]")))
+    if scheme is ROBERTA_SCHEME:
+        return processors.RobertaProcessing(("</s>", tokenizer.token_to_id("</s>")),
+                                            ("<s>", tokenizer.token_to_id("<s>")), add_prefix_space=False)
+    return None
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int,
+                    scheme: TokenizerScheme = T5_SCHEME) -> PreTrainedTokenizerFast:
+    """Train a tokenizer of ``scheme`` (default: T5's Unigram, with ``[SOS]``) on ``corpus``, wrapped for
+    transformers."""
+    tokenizer, trainer = _bare_tokenizer(scheme, vocab_size)
     tokenizer.train_from_iterator(corpus, trainer=trainer)
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
-                                      unk_token="<unk>")
-    add_item_start_token(wrapped)
+    post_processor = _post_processor(scheme, tokenizer)
+    if post_processor is not None:
+        tokenizer.post_processor = post_processor
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **dict(scheme.roles))
+    if scheme is T5_SCHEME:
+        add_item_start_token(wrapped)
     return wrapped
 
 
-def tokenizer_cache_key(corpus: Iterable[str], vocab_size: int) -> dict:
+def tokenizer_cache_key(corpus: Iterable[str], vocab_size: int, scheme: TokenizerScheme = T5_SCHEME) -> dict:
     """The parts a scratch tokenizer depends on: ``tokenizer_vocab_size``, the SHA-256 of the training text (streamed,
-    one text after another), the ``tokenizers`` version and the tokenizer model."""
+    one text after another), the ``tokenizers`` version, the tokenizer model and the special-token scheme."""
     digest = hashlib.sha256()
     for text in corpus:
         digest.update(text.encode("utf-8"))
         digest.update(b"\x00")  # separator: ["ab", "c"] and ["a", "bc"] differ
     return {"tokenizer_vocab_size": vocab_size, "corpus_sha256": digest.hexdigest(),
-            "tokenizers_version": tokenizers.__version__, "model": TOKENIZER_MODEL}
+            "tokenizers_version": tokenizers.__version__, "model": scheme.model, "special_tokens": scheme.name}
 
 
 def tokenizer_cache_path(data_path: str, dataset: str, key: dict) -> str:
@@ -83,18 +150,19 @@ def _read_key(folder: str):
         return None
 
 
-def load_or_train_tokenizer(data_path: str, dataset: str, corpus: Callable[[], Iterable[str]],
-                            vocab_size: int) -> PreTrainedTokenizerFast:
-    """Load the tokenizer cached for this corpus and vocabulary size, or train one on ``corpus()`` and write it to
-    its keyed folder atomically (the key's parts go to its ``embsum_tokenizer.json``).
+def load_or_train_tokenizer(data_path: str, dataset: str, corpus: Callable[[], Iterable[str]], vocab_size: int,
+                            scheme: TokenizerScheme = T5_SCHEME) -> PreTrainedTokenizerFast:
+    """Load the tokenizer cached for this corpus, vocabulary size and scheme, or train one on ``corpus()`` and write
+    it to its keyed folder atomically (the key's parts go to its ``embsum_tokenizer.json``).
 
     ``corpus`` is called once to hash the text and, on a cache miss, once more to train on it.
     """
-    key = tokenizer_cache_key(corpus(), vocab_size)
+    key = tokenizer_cache_key(corpus(), vocab_size, scheme)
     folder = tokenizer_cache_path(data_path, dataset, key)
     if _read_key(folder) != key:  # absent, or written by something else: train a fresh one
-        logger.info("Training a %d-token Unigram tokenizer into %s", vocab_size, folder)
-        tokenizer = train_tokenizer(corpus(), vocab_size)
+        logger.info("Training a %d-token %s tokenizer (%s special tokens) into %s", vocab_size, scheme.model,
+                    scheme.name, folder)
+        tokenizer = train_tokenizer(corpus(), vocab_size, scheme)
         os.makedirs(os.path.dirname(folder), exist_ok=True)
         tmp = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=f".{os.path.basename(folder)}.")
         tokenizer.save_pretrained(tmp)
@@ -106,9 +174,7 @@ def load_or_train_tokenizer(data_path: str, dataset: str, corpus: Callable[[], I
             os.replace(tmp, folder)
         except OSError:  # another process wrote the same key first: use theirs
             shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    add_item_start_token(tokenizer)
-    return tokenizer
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def add_item_start_token(tokenizer) -> int:
@@ -122,7 +188,7 @@ def build_scratch_t5(tokenizer, plm_config: dict) -> T5ForConditionalGeneration:
     """A randomly initialised T5 of the sizes in ``plm_config`` (T5Config fields) for ``tokenizer``."""
     config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                       eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-                      **(plm_config or {}))
+                      **_checked_sizes(T5Config(), plm_config))
     return T5ForConditionalGeneration(config)
 
 
@@ -141,41 +207,122 @@ def decoder_logits(t5: T5ForConditionalGeneration, states: torch.Tensor) -> torc
     return t5.lm_head(states)
 
 
-def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForConditionalGeneration, object]:
-    """Return ``(t5, tokenizer)`` as configured by ``plm_init``, ``plm``, ``plm_config``, ``tokenizer_vocab_size`` and
-    ``gradient_checkpointing``.
+def plm_model_type(config) -> str:
+    """The transformers ``model_type`` of a scratch PLM: ``plm_config.model_type`` when given, else the longest
+    known model type in the ``plm`` name (``roberta-base`` -> roberta, ``facebook/bart-base`` -> bart), as
+    ``AutoConfig`` falls back to for a name without a config."""
+    given = (config["plm_config"] or {}).get("model_type")
+    if given:
+        if given not in CONFIG_MAPPING:
+            raise ValueError(f"plm_config.model_type {given!r} is not a transformers model type (e.g. roberta, bert, "
+                             f"bart, t5)")
+        return given
+    name = os.path.basename(str(config["plm"] or "").rstrip("/")).lower()
+    matches = [model_type for model_type in CONFIG_MAPPING.keys() if model_type in name]
+    if not matches:
+        raise ValueError(f"plm_init: scratch cannot tell the model family from plm={config['plm']!r}; set "
+                         f"plm_config.model_type (one of {', '.join(sorted(SCRATCH_SCHEMES))})")
+    return max(matches, key=len)
+
+
+def _checked_sizes(defaults, plm_config: Optional[dict]) -> dict:
+    """``plm_config`` without ``model_type``, refusing a field the family's config does not have (a T5 ``d_model``
+    given to RoBERTa would otherwise be stored and ignored, leaving the default sizes)."""
+    sizes = {key: value for key, value in (plm_config or {}).items() if key != "model_type"}
+    unknown = sorted(key for key in sizes if not hasattr(defaults, key))
+    if unknown:
+        raise ValueError(f"plm_config: {', '.join(unknown)} not a field of {type(defaults).__name__} "
+                         f"(model_type {defaults.model_type}); use that config's field names, e.g. hidden_size, "
+                         f"num_hidden_layers for roberta/bert, d_model for bart/t5")
+    return sizes
+
+
+def build_scratch_plm(model_type: str, tokenizer, plm_config: Optional[dict], kind: str = "encoder"):
+    """A randomly initialised ``model_type`` model (``PLM_KINDS[kind]`` head) of ``plm_config`` sizes whose
+    vocabulary and special-token ids are ``tokenizer``'s."""
+    specials = {f"{role}_id": getattr(tokenizer, f"{role}_id") for role in ("pad_token", "bos_token", "eos_token")
+                if getattr(tokenizer, f"{role}_id", None) is not None}
+    if model_type in ("bart", "t5"):  # their decoders start from </s> (BART) / <pad> (T5), as the released checkpoints
+        start = tokenizer.eos_token_id if model_type == "bart" else tokenizer.pad_token_id
+        specials["decoder_start_token_id"] = start
+    sizes = _checked_sizes(AutoConfig.for_model(model_type), plm_config)
+    plm_config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **specials, **sizes)
+    return PLM_KINDS[kind].from_config(plm_config)
+
+
+def _pretrained_tokenizer(plm: str):
+    """``AutoTokenizer.from_pretrained(plm)``, fast, or one line saying what to do."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(plm)
+    except (OSError, ValueError) as error:  # no network, a typo, or a folder without a tokenizer
+        raise OSError(
+            f"plm={plm!r} could not be loaded ({type(error).__name__}: {error}). Give a Hugging Face name with "
+            f"network access, a local folder written by save_pretrained, or set plm_init: scratch to train a model "
+            f"of plm_config size offline."
+        ) from error
+    if not tokenizer.is_fast:
+        raise ValueError(f"plm={plm!r}: the item text store needs a fast tokenizer (character offsets for the token caps)")
+    return tokenizer
+
+
+def _check_plm_init(plm_init) -> None:
+    if plm_init not in PLM_INIT_CHOICES:
+        raise ValueError(f"plm_init must be one of {PLM_INIT_CHOICES}, got {plm_init!r}")
+
+
+def _maybe_checkpoint(model, config) -> None:
+    if config["gradient_checkpointing"]:
+        # Hugging Face activation checkpointing of every block: a block keeps only its input and is recomputed in the
+        # backward pass, trading ~30% more compute for most of the activation memory.
+        from recbole_embsum.compat import enable_activation_checkpointing
+
+        enable_activation_checkpointing(model)
+
+
+def load_plm(config, corpus: Callable[[], Iterable[str]], kind: str = "encoder"):
+    """Return ``(model, tokenizer)`` of any Hugging Face PLM family, as configured by ``plm_init``, ``plm``,
+    ``plm_config``, ``tokenizer_vocab_size`` and ``gradient_checkpointing``.
 
     Args:
         config: the RecBole Config.
         corpus: called (only for a scratch tokenizer) to get the training text, to hash it and, if no tokenizer is
             cached for it, to train one.
+        kind: ``encoder`` (``AutoModel``: RoBERTa, BERT) or ``seq2seq`` (``AutoModelForSeq2SeqLM``: BART, T5).
     """
+    if kind not in PLM_KINDS:
+        raise ValueError(f"load_plm: kind must be one of {sorted(PLM_KINDS)}, got {kind!r}")
     plm_init = config["plm_init"]
+    _check_plm_init(plm_init)
     if plm_init == "pretrained":
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(config["plm"])
-        except (OSError, ValueError) as error:  # no network, a typo, or a folder without a tokenizer
-            raise OSError(
-                f"plm={config['plm']!r} could not be loaded ({type(error).__name__}: {error}). Give a Hugging Face "
-                f"name with network access, a local folder written by save_pretrained, or set plm_init: scratch "
-                f"to train a T5 of plm_config size offline."
-            ) from error
-        if not tokenizer.is_fast:
-            raise ValueError(f"plm={config['plm']!r}: the item text store needs a fast tokenizer (character offsets for the token caps)")
+        tokenizer = _pretrained_tokenizer(config["plm"])
+        model = PLM_KINDS[kind].from_pretrained(config["plm"])
+    else:
+        model_type = plm_model_type(config)
+        if model_type not in SCRATCH_SCHEMES:
+            raise ValueError(f"plm_init: scratch builds tokenizers for {', '.join(sorted(SCRATCH_SCHEMES))}, not "
+                             f"{model_type!r}; set plm_config.model_type to one of them or use plm_init: pretrained")
+        tokenizer = load_or_train_tokenizer(config["data_path"], config["dataset"], corpus,
+                                            config["tokenizer_vocab_size"], SCRATCH_SCHEMES[model_type])
+        model = build_scratch_plm(model_type, tokenizer, config["plm_config"], kind)
+    _maybe_checkpoint(model, config)
+    return model, tokenizer
+
+
+def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForConditionalGeneration, object]:
+    """EmbSum's T5: ``(t5, tokenizer)`` as :func:`load_plm` loads a model, with the ``[SOS]`` token added (and the
+    embedding matrix grown for it when a pretrained vocabulary lacks it); ``plm_config`` holds T5Config fields."""
+    plm_init = config["plm_init"]
+    _check_plm_init(plm_init)
+    if plm_init == "pretrained":
+        tokenizer = _pretrained_tokenizer(config["plm"])
         add_item_start_token(tokenizer)
         t5 = T5ForConditionalGeneration.from_pretrained(config["plm"])
         if len(tokenizer) > t5.get_input_embeddings().num_embeddings:
             t5.resize_token_embeddings(len(tokenizer))
-    elif plm_init == "scratch":
-        tokenizer = load_or_train_tokenizer(config["data_path"], config["dataset"], corpus,
-                                            config["tokenizer_vocab_size"])
-        t5 = build_scratch_t5(tokenizer, config["plm_config"])
     else:
-        raise ValueError(f"plm_init must be one of {PLM_INIT_CHOICES}, got {plm_init!r}")
-    if config["gradient_checkpointing"]:
-        # Hugging Face activation checkpointing of every T5 block (encoder and decoder): a block keeps only its input
-        # and is recomputed in the backward pass, trading ~30% more compute for most of the activation memory.
-        from recbole_embsum.compat import enable_activation_checkpointing
-
-        enable_activation_checkpointing(t5)
+        tokenizer = load_or_train_tokenizer(config["data_path"], config["dataset"], corpus,
+                                            config["tokenizer_vocab_size"], T5_SCHEME)
+        add_item_start_token(tokenizer)
+        t5 = build_scratch_t5(tokenizer, config["plm_config"])
+    _maybe_checkpoint(t5, config)
     return t5, tokenizer
