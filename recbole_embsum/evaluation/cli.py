@@ -54,6 +54,16 @@ def register(subparsers):
                         help="comma-separated model names (default: EmbSum,SASRec,GRU4Rec,BPR,Pop; none with "
                         "--ablations alone)")
     parser.add_argument("--ablations", action="store_true", help="also run EmbSum's Table 2 ablations")
+    parser.add_argument("--paper-table", "--paper_table", dest="paper_table", action="store_true",
+                        help="the paper's Tables 1 and 2: EmbSum, the nine baselines and EmbSum's four ablations with "
+                        "the --preset settings; writes paper_tables.md (ours beside the paper's numbers) besides "
+                        "results.*; re-run the same command after an interruption: finished runs are not retrained")
+    parser.add_argument("--preset", default=None,
+                        help="with --paper-table: 'paper' (default; the paper's settings, needs a GPU and the "
+                        "hub's checkpoints) or 'cpu-small' (small backbones from scratch, offline)")
+    parser.add_argument("--paper_dataset", default=None, choices=("mind", "goodreads"),
+                        help="with --paper-table: which of the paper's datasets --dataset is (default: from the "
+                        "dataset name)")
     parser.add_argument("--config_files", nargs="*", default=None, help="yaml files applied to every model")
     parser.add_argument("--output", required=True, help="folder for results.* and checkpoints/")
     parser.add_argument("--seed", type=int, default=None, help="seed for every model (default 2020)")
@@ -88,6 +98,12 @@ def run_compare(args):
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seed = compare.DEFAULT_SEED if args.seed is None else args.seed
+    if args.paper_table:
+        return _run_paper_table(args, seed)
+    if args.preset or args.paper_dataset:
+        print("recbole-embsum compare: error: --preset and --paper_dataset go with --paper-table; for other "
+              "comparisons name a preset with --config_files (e.g. --config_files cpu-small)", file=sys.stderr)
+        return 2
     if args.models is None:
         models = [] if args.ablations else list(compare.DEFAULT_MODELS)
     else:
@@ -103,6 +119,29 @@ def run_compare(args):
         return 2
     with open(os.path.join(args.output, "results.md"), encoding="utf-8") as handle:
         print(handle.read())
+    return 0 if all(result.status == "ok" for result in results) else 1
+
+
+def _run_paper_table(args, seed):
+    from recbole_embsum.evaluation import paper_table
+
+    if args.models is not None or args.ablations:
+        print("recbole-embsum compare: error: --paper-table runs its own models (Table 1) and ablations (Table 2); "
+              "leave out --models and --ablations", file=sys.stderr)
+        return 2
+    try:
+        results, unavailable = paper_table.run_paper_table(
+            args.dataset, args.data_path, args.output, preset=args.preset or "paper", which=args.paper_dataset,
+            config_file_list=args.config_files, overrides=args.overrides, seed=seed, seeds=args.seeds,
+            title=args.title, overwrite=args.overwrite,
+        )
+    except (ValueError, FileExistsError) as error:
+        print(f"recbole-embsum compare: error: {error}", file=sys.stderr)
+        return 2
+    with open(os.path.join(args.output, paper_table.OUTPUT_FILE), encoding="utf-8") as handle:
+        print(handle.read())
+    for name in unavailable:
+        print(f"{name}: {paper_table.UNAVAILABLE}; left out of the tables", file=sys.stderr)
     return 0 if all(result.status == "ok" for result in results) else 1
 
 

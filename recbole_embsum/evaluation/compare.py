@@ -58,11 +58,14 @@ PROBABILITY_MODEL_TYPES = (ModelType.CONTEXT, ModelType.DECISIONTREE)
 
 @dataclass
 class RunSpec:
-    """One row of the comparison: a label, the RecBole model name and its extra config."""
+    """One row of the comparison: a label, the RecBole model name and its extra config. ``config`` wins over every
+    other setting (the ablation switches); ``defaults`` sits below the run's ``--key=value`` overrides (per-model
+    settings of ``--paper-table``)."""
 
     label: str
     model: str
     config: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -105,7 +108,7 @@ def model_specs(models, ablations=False):
 
 def _config(spec, dataset, config_file_list, config_dict):
     return Config(model=spec.model, dataset=dataset, config_file_list=config_file_list,
-                  config_dict={**config_dict, **spec.config})
+                  config_dict={**spec.defaults, **config_dict, **spec.config})
 
 
 def training_negatives(config):
@@ -223,18 +226,22 @@ def train_and_test(spec, dataset, config_file_list, config_dict, saved=True):
 
 
 def compare(specs, dataset, data_path, output, config_file_list=None, overrides=None, seed=DEFAULT_SEED,
-            overwrite=False, seeds=1, title=None):
+            overwrite=False, seeds=1, title=None, store=None):
     """Run every spec on the same splits, ``seeds`` times (seeds ``seed``, ``seed + 1`` ...), and write
     ``results.csv`` (one row per run), ``results.md`` (mean and std over seeds, and each model against the best),
     ``results.png`` (titled ``title``, default the dataset name) and ``scores/<model>.npz`` in ``output``.
 
-    Returns the list of RunResult, model by model. Refuses to replace existing results unless ``overwrite``; stops
-    before training on a plan that cannot give a comparable table (see `check_plan`).
+    With a ``store`` (``run_store.RunStore``), a run whose finished result is stored for the same settings is read
+    instead of trained, and every finished run is stored as soon as it ends, so an interrupted comparison re-run
+    with the same command trains only what is missing; the tables are then rewritten from all runs.
+
+    Returns the list of RunResult, model by model. Refuses to replace existing results unless ``overwrite`` (or the
+    folder is the store's own); stops before training on a plan that cannot give a comparable table (`check_plan`).
     """
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     existing = [name for name in (*RESULT_FILES, SCORES_DIR) if os.path.exists(os.path.join(output, name))]
-    if existing and not overwrite:
+    if existing and not overwrite and not (store is not None and store.exists()):
         raise FileExistsError(f"{output} already holds {', '.join(existing)}; pass --overwrite or another --output")
     config_dict = {
         "data_path": data_path,
@@ -252,7 +259,22 @@ def compare(specs, dataset, data_path, output, config_file_list=None, overrides=
             run_config = {**config_dict, "seed": run_seed}
             if seeds > 1:
                 run_config["checkpoint_dir"] = os.path.join(output, "checkpoints", f"seed{run_seed}")
-            results.append(train_and_test(spec, dataset, config_file_list, run_config))
+            if store is None:
+                results.append(train_and_test(spec, dataset, config_file_list, run_config))
+                continue
+            settings = store.settings(_config(spec, dataset, config_file_list, run_config))
+            result = store.load(spec, run_seed, settings)
+            if result is None:
+                result = train_and_test(spec, dataset, config_file_list, run_config)
+                store.save(result, settings)
+            results.append(result)
+    write_results(results, dataset, data_path, output, seed, seeds, title)
+    return results
+
+
+def write_results(results, dataset, data_path, output, seed=DEFAULT_SEED, seeds=1, title=None):
+    """``results.csv``, ``results.md``, ``results.png`` and ``scores/`` of ``results`` in ``output`` (atomically)."""
+    run_seeds = [seed + i for i in range(seeds)]
     columns = metric_columns(results)
     seed_text = f"seed {seed}" if seeds == 1 else f"seeds {', '.join(map(str, run_seeds))} (mean ± std)"
     header = f"dataset {dataset}, {seed_text}, test split of {data_path}"
@@ -261,7 +283,6 @@ def compare(specs, dataset, data_path, output, config_file_list=None, overrides=
     _write_atomic(os.path.join(output, "results.md"), f"# Comparison: {header}\n\n" + results_markdown(results, columns))
     plot_results(results, columns, os.path.join(output, "results.png"),
                  title=f"{f'{title} ({dataset})' if title else f'dataset {dataset}'}: test split, {seed_text}")
-    return results
 
 
 def metric_columns(results):
