@@ -382,7 +382,7 @@ def run(args):
 
 
 def main(argv=None):
-    return converter_main("python -m dataset_converters.goodreads", __doc__.split("\n")[0], add_arguments, argv)
+    return converter_main("goodreads", argv)
 
 
 if __name__ == "__main__":

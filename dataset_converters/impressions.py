@@ -330,13 +330,12 @@ def options_from_args(args):
                           fill_negatives=args.fill_negatives)
 
 
-def converter_main(prog, description, add_arguments, argv=None):
-    """`python -m dataset_converters.<format>`: parse the format's flags, log to stderr, run the conversion."""
-    import argparse
+def converter_main(dataset, argv=None):
+    """`python -m dataset_converters.<dataset> ARGS` is `recbole-embsum convert <dataset> ARGS` (one parser, so the
+    same flags, spellings and messages); logs to stderr."""
     import logging
 
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
+    import recbole_embsum_cli  # the console script: parses without registering EmbSum with RecBole (not needed here)
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    return recbole_embsum_cli.main(["convert", dataset, *(sys.argv[1:] if argv is None else argv)])

@@ -1,12 +1,15 @@
 """`recbole-embsum`: the plugin's tools as subcommands (convert, synth, summarize, compare, export, ...).
 
 Each command module exposes ``register(subparsers)`` and sets ``func`` on its parsers; this file only groups them.
+The parser is a ``flags.DashedParser``, and argparse builds every subcommand's parser with its class: options are
+dashed everywhere and their old underscore spellings still work, with a deprecation line (``recbole_embsum/flags.py``).
 Command modules import only argparse-level code at the top (heavy libraries inside the command), so building the parser
 imports neither torch nor RecBole; RecBole registration happens just before a command runs.
 """
-import argparse
 import importlib
 import sys
+
+from recbole_embsum.flags import DashedParser
 
 # Modules that add subcommands, in the order `--help` lists them.
 COMMAND_MODULES = [
@@ -19,7 +22,7 @@ COMMAND_MODULES = [
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = DashedParser(
         prog="recbole-embsum",
         description="EmbSum for RecBole: data converters, LLM summaries, comparisons, export and serving. "
         "Training itself runs through `run_recbole --model=EmbSum --dataset=...`.",

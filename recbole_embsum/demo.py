@@ -52,10 +52,10 @@ BASELINES = {
 }
 REAL_DATA_HINT = """With MIND and internet, run the same path on the real data; only the data path and the backbone change:
   recbole-embsum convert mind --input PATH/TO/MINDsmall --output data
-  recbole-embsum summarize --dataset mind --data_path data [--backend openai --model ... --base_url ...]
-  recbole-embsum compare --dataset mind --data_path data --models EmbSum,SASRec,BPR,Pop --drop_empty_history=True \\
+  recbole-embsum summarize --dataset mind --data-path data [--backend openai --model ... --base-url ...]
+  recbole-embsum compare --dataset mind --data-path data --models EmbSum,SASRec,BPR,Pop --drop-empty-history \\
       --plm=t5-small --output results      # plm_init: pretrained is the default
-  recbole-embsum summarize --dataset mind --data_path data --split test
+  recbole-embsum summarize --dataset mind --data-path data --split test
   recbole-embsum evaluate-summaries --checkpoint results/checkpoints/EmbSum-....pth \\
       --references data/mind/mind.test.summaries.jsonl --output results/summaries"""
 STEP_FOLDERS = ("raw", "data", "comparison", "summaries")

@@ -70,13 +70,13 @@ def check_dataset(config):
 
 
 def check_converted_dataset(data_path, dataset):
-    """``data_path`` (the folder given as ``--data_path``) holds ``<dataset>/<dataset>*.inter``, or a one-line
+    """``data_path`` (``run_recbole --data_path=``, ``compare --data-path``) holds ``<dataset>/<dataset>*.inter``, or a one-line
     :class:`PreflightError` says what to do: which converted datasets are there and how to convert this one."""
     if _inter_files(os.path.join(data_path, dataset), dataset):
         return
     hint = CONVERT_HINT.format(data_path=data_path, dataset=dataset)
     if not os.path.isdir(data_path):
-        raise PreflightError(f"data_path {data_path!r} does not exist; pass --data_path=FOLDER, the --output of "
+        raise PreflightError(f"data_path {data_path!r} does not exist; use the --output folder of "
                              f"`{hint}`")
     found = converted_datasets(data_path)
     listing = f"found: {', '.join(found)}" if found else "found none"
@@ -97,7 +97,7 @@ def check_embsum_files(config):
     if summary_path and not os.path.isfile(summary_path):
         raise PreflightError(
             f"summary_path {summary_path!r} does not exist; write it with `recbole-embsum summarize --dataset "
-            f"{dataset} --data_path {os.path.dirname(os.path.normpath(folder))}`, or drop summary_path to read "
+            f"{dataset} --data-path {os.path.dirname(os.path.normpath(folder))}`, or drop summary_path to read "
             f"<data_path>/{dataset}/{dataset}.summaries.jsonl when present (users without one train without L_sum)")
 
 

@@ -64,7 +64,7 @@ def test_a_command_run_through_the_console_script_finds_embsum_registered(tmp_pa
             "assert main(['synth', 'mind', '--output', 'raw', '--users', '10', '--items', '60']) == 0\n"
             "assert 'recbole_embsum.registry' not in sys.modules  # synth and convert only read and write files\n"
             "try:\n"
-            "    main(['summarize', '--dataset', 'none', '--data_path', 'missing'])  # registers, then fails\n"
+            "    main(['summarize', '--dataset', 'none', '--data-path', 'missing'])  # registers, then fails\n"
             "except BaseException:\n"
             "    pass\n"
             "import recbole.utils\n"

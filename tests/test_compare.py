@@ -93,7 +93,7 @@ def test_seeds_give_one_csv_row_per_run_and_mean_and_std_in_the_table(tiny_impre
 
 def test_cli_prints_the_table_and_fails_when_a_model_fails(tiny_impressions, tmp_path, monkeypatch, capsys):  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    argv = ["compare", "--dataset", "tiny", "--data_path", str(tiny_impressions), "--models", "Pop,BPR",
+    argv = ["compare", "--dataset", "tiny", "--data-path", str(tiny_impressions), "--models", "Pop,BPR",
             "--output", str(tmp_path / "out"), "--embedding_size=-1"]  # BPR cannot be built with it; Pop has none
     argv += [f"--{key}={value!r}" for key, value in DATASET_SETTINGS.items() if key != "embedding_size"]
     assert main(argv) == 1
@@ -106,7 +106,7 @@ def test_cli_prints_the_table_and_fails_when_a_model_fails(tiny_impressions, tmp
 
 
 def test_a_dataset_that_was_not_converted_stops_before_anything_trains(tiny_impressions, tmp_path, capsys):  # noqa: F811
-    argv = ["compare", "--dataset", "TINY", "--data_path", str(tiny_impressions), "--models", "Pop,BPR",
+    argv = ["compare", "--dataset", "TINY", "--data-path", str(tiny_impressions), "--models", "Pop,BPR",
             "--output", str(tmp_path / "out")]
     assert main(argv) == 2
     error = capsys.readouterr().err

@@ -153,8 +153,8 @@ def test_compare_cli_runs_embsum_the_five_baselines_sasrec_and_pop(mind_dataset,
     monkeypatch.chdir(tmp_path)
     data_path, name = _private_copy(mind_dataset, tmp_path)
     models = ["EmbSum", "NAML", "NRMS", "Fastformer", "CAUM", "MINS", "SASRec", "Pop"]
-    code = main(["compare", "--dataset", name, "--data_path", data_path, "--models", ",".join(models),
-                 "--config_files", SMALL_MODELS_YAML, "--output", str(tmp_path / "out"), "--state=ERROR"])
+    code = main(["compare", "--dataset", name, "--data-path", data_path, "--models", ",".join(models),
+                 "--config-files", SMALL_MODELS_YAML, "--output", str(tmp_path / "out"), "--state=ERROR"])
     table = capsys.readouterr().out
     assert code == 0, table
     with open(tmp_path / "out" / "results.csv", encoding="utf-8") as handle:

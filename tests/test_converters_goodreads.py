@@ -266,7 +266,7 @@ def test_first_training_row_has_a_history_without_training_targets(tmp_path, goo
 def test_summaries_are_written_for_goodreads_training_users(tmp_path, goodreads_dataset):
     data_path, name = goodreads_dataset
     output = tmp_path / "summaries.jsonl"
-    assert cli_main(["summarize", "--dataset", name, "--data_path", data_path, "--backend", "heuristic",
+    assert cli_main(["summarize", "--dataset", name, "--data-path", data_path, "--backend", "heuristic",
                      "--output", str(output)]) == 0
     users = {record["user_id"] for record in load_records(output)}
     train_users = {user for user, _, _, _ in _store_rows(os.path.join(data_path, name), name, "train")}

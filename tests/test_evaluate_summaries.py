@@ -47,7 +47,7 @@ def trained(tmp_path_factory, mind_dataset):
     data_path = root / "data"
     shutil.copytree(source, data_path)
     for split in ("train", "test"):
-        assert main(["summarize", "--dataset", name, "--data_path", str(data_path), "--split", split]) == 0
+        assert main(["summarize", "--dataset", name, "--data-path", str(data_path), "--split", split]) == 0
     config = {**TINY, "data_path": str(data_path), "epochs": 1, "checkpoint_dir": str(root / "saved"),
               "show_progress": False}
     config = Config(model="EmbSum", dataset=name, config_dict=config)
@@ -74,7 +74,7 @@ def test_evaluate_summaries_writes_generated_summaries_and_their_rouge(trained, 
     references = folder / f"{name}.test.summaries.jsonl"
     out = root / "eval"
     argv = ["evaluate-summaries", "--checkpoint", str(checkpoint), "--references", str(references),
-            "--output", str(out), "--max_users", "5"]
+            "--output", str(out), "--max-users", "5"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| ROUGE-1 |" in printed and "| ROUGE-L |" in printed
@@ -123,7 +123,7 @@ def test_full_disk_while_writing_results_is_one_line_and_leaves_neither_file(tra
 
     monkeypatch.setattr(summaries, "write_json", no_space)
     assert main(["evaluate-summaries", "--checkpoint", str(checkpoint), "--references",
-                 str(folder / f"{name}.test.summaries.jsonl"), "--output", str(out), "--max_users", "3"]) == 2
+                 str(folder / f"{name}.test.summaries.jsonl"), "--output", str(out), "--max-users", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (f"recbole-embsum evaluate-summaries: error: {out / 'rouge.json'}: No space left on device; the "
                    f"disk is full; free some space or choose another --output, then rerun")

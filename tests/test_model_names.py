@@ -23,7 +23,7 @@ def test_compare_stops_on_a_misspelled_model_before_training(tmp_path, capsys, m
         raise AssertionError("training started")
 
     monkeypatch.setattr(compare, "train_and_test", must_not_train)
-    argv = ["compare", "--dataset", "mind", "--data_path", str(tmp_path), "--models", "Pop,EmbSumm",
+    argv = ["compare", "--dataset", "mind", "--data-path", str(tmp_path), "--models", "Pop,EmbSumm",
             "--output", str(tmp_path / "out")]
     assert main(argv) == 2
     error = capsys.readouterr().err

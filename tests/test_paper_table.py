@@ -66,7 +66,7 @@ def test_which_paper_dataset():
     assert paper_table.paper_dataset("MIND-small") == "mind"
     assert paper_table.paper_dataset("goodreads_2019") == "goodreads"
     assert paper_table.paper_dataset("books", "goodreads") == "goodreads"
-    with pytest.raises(ValueError, match="pass --paper_dataset mind or --paper_dataset goodreads"):
+    with pytest.raises(ValueError, match="pass --paper-dataset mind or --paper-dataset goodreads"):
         paper_table.paper_dataset("books")
 
 
@@ -116,7 +116,7 @@ def test_paper_table_cpu_small_writes_both_tables_and_a_rerun_trains_nothing(min
     monkeypatch.chdir(tmp_path)  # RecBole's trainers write log_tensorboard/ in the working directory
     data_path, dataset = mind_dataset
     output = tmp_path / "out"
-    argv = ["compare", "--paper-table", "--preset", "cpu-small", "--dataset", dataset, "--data_path", data_path,
+    argv = ["compare", "--paper-table", "--preset", "cpu-small", "--dataset", dataset, "--data-path", data_path,
             "--output", str(output)] + [f"--{key}={value!r}" for key, value in TINY.items()]
     with caplog.at_level(logging.INFO):
         assert main(argv) == 0

@@ -44,7 +44,7 @@ def test_a_dataset_name_without_a_converted_folder_lists_what_is_there_and_how_t
 
 
 def test_a_missing_data_path_says_so(tmp_path):
-    with pytest.raises(preflight.PreflightError, match=r"data_path '.*nowhere' does not exist; pass --data_path"):
+    with pytest.raises(preflight.PreflightError, match=r"data_path '.*nowhere' does not exist; use the --output folder of"):
         check(tmp_path / "nowhere")
 
 

@@ -102,13 +102,13 @@ def test_a_file_written_under_the_old_rule_is_refused_and_flagged_when_loaded(tm
     path = root / name / f"{name}.summaries.jsonl"
     with SummaryAppender(path) as out:  # an older summarize's record: no source
         out.append(make_record("NOBODY", "Likes sports.", "heuristic", "tfidf-v1", "0"))
-    assert main(["summarize", "--dataset", name, "--data_path", str(root)]) == 2
+    assert main(["summarize", "--dataset", name, "--data-path", str(root)]) == 2
     err = capsys.readouterr().err
     assert "holds 1 summaries written from another history (no recorded source" in err and "--overwrite" in err
     with caplog.at_level("WARNING"):
         assert load_summaries(path, source=SOURCES["train"]) == {"NOBODY": "Likes sports."}
     assert "1 of 1 summaries were not written from the history before first train impression" in caplog.text
-    assert main(["summarize", "--dataset", name, "--data_path", str(root), "--overwrite"]) == 0
+    assert main(["summarize", "--dataset", name, "--data-path", str(root), "--overwrite"]) == 0
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert "NOBODY" not in load_summaries(path, source=SOURCES["train"])

@@ -15,7 +15,7 @@ from recbole_embsum.summaries.pipeline import TooManyFailures
 
 
 def _summarize(tmp_path, *flags, dataset="toy"):
-    return main(["summarize", "--dataset", dataset, "--data_path", str(tmp_path), *flags])
+    return main(["summarize", "--dataset", dataset, "--data-path", str(tmp_path), *flags])
 
 
 def test_heuristic_run_then_rerun_is_all_cached(tmp_path, capsys):
@@ -51,7 +51,7 @@ def test_other_model_or_prompt_is_refused_not_mixed(tmp_path, capsys):
     path = tmp_path / "toy" / "toy.summaries.jsonl"
     before = path.read_bytes()
     with ChatServer() as server:
-        assert _summarize(tmp_path, "--backend", "openai", "--model", "m", "--base_url", server.base_url) == 2
+        assert _summarize(tmp_path, "--backend", "openai", "--model", "m", "--base-url", server.base_url) == 2
         assert server.requests == []  # refused before asking anything
         err = capsys.readouterr().err
         assert "holds 3 summaries made by backend 'heuristic' model 'tfidf-v1', but this run uses backend " \
@@ -63,24 +63,24 @@ def test_other_model_or_prompt_is_refused_not_mixed(tmp_path, capsys):
         assert "holds 3 summaries whose prompt differs from the one built now (e.g. user 'U1')" in err
         assert path.read_bytes() == before
         other = tmp_path / "llm.jsonl"
-        assert _summarize(tmp_path, "--backend", "openai", "--model", "m", "--base_url", server.base_url,
+        assert _summarize(tmp_path, "--backend", "openai", "--model", "m", "--base-url", server.base_url,
                           "--output", str(other)) == 0
         assert load_summaries(other) == {"U1": "Summary for someone.", "U2": "Summary for someone.",
                                          "U3": "Summary for someone."}
-        assert _summarize(tmp_path, "--backend", "openai", "--model", "m", "--base_url", server.base_url,
+        assert _summarize(tmp_path, "--backend", "openai", "--model", "m", "--base-url", server.base_url,
                           "--overwrite") == 0
     assert {r["backend"] for r in load_records(path)} == {"openai"}
 
 
 def test_failed_users_are_reported_and_retried_on_rerun(tmp_path, capsys):
     many_users_dataset(tmp_path, "many", 4)
-    flags = ["--backend", "openai", "--model", "m", "--concurrency", "1", "--max_retries", "0"]
+    flags = ["--backend", "openai", "--model", "m", "--concurrency", "1", "--max-retries", "0"]
     with ChatServer([("status", 500, {}, "overloaded")]) as server:
-        assert _summarize(tmp_path, *flags, "--base_url", server.base_url, dataset="many") == 1
+        assert _summarize(tmp_path, *flags, "--base-url", server.base_url, dataset="many") == 1
         out = capsys.readouterr().out
         assert "4 users, 0 cached, 3 asked, 1 failed" in out
         assert "  U0: gave up after 1 attempt; last error: HTTP 500 from" in out
-        assert _summarize(tmp_path, *flags, "--base_url", server.base_url, dataset="many") == 0
+        assert _summarize(tmp_path, *flags, "--base-url", server.base_url, dataset="many") == 0
         assert "4 users, 3 cached, 1 asked, 0 failed" in capsys.readouterr().out
     assert server.users == ["U0", "U1", "U2", "U3", "U0"]
     assert len(load_summaries(tmp_path / "many" / "many.summaries.jsonl")) == 4
@@ -99,7 +99,7 @@ def test_a_backend_that_keeps_failing_stops_the_run(tmp_path):
 
 def test_max_users_takes_the_first_training_users(tmp_path):
     write_dataset(tmp_path)
-    assert _summarize(tmp_path, "--max_users", "2") == 0
+    assert _summarize(tmp_path, "--max-users", "2") == 0
     assert list(load_summaries(tmp_path / "toy" / "toy.summaries.jsonl")) == ["U1", "U2"]
 
 
@@ -127,11 +127,11 @@ def test_resume_after_kill_asks_nobody_twice(tmp_path):
     path = tmp_path / "many" / "many.summaries.jsonl"
     gate = threading.Event()
     script = ["ok", "ok", "ok", ("hang", gate)]  # the 4th request never gets its answer: the client is killed then
-    command = [sys.executable, "-m", "recbole_embsum.cli", "summarize", "--dataset", "many", "--data_path",
+    command = [sys.executable, "-m", "recbole_embsum.cli", "summarize", "--dataset", "many", "--data-path",
                str(tmp_path), "--backend", "openai", "--model", "m", "--concurrency", "1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     with ChatServer(script) as server:
-        process = subprocess.Popen(command + ["--base_url", server.base_url], env=env,
+        process = subprocess.Popen(command + ["--base-url", server.base_url], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while len(server.requests) < 4 and time.monotonic() < deadline and process.poll() is None:
@@ -144,7 +144,7 @@ def test_resume_after_kill_asks_nobody_twice(tmp_path):
         assert path.read_bytes().count(b"\n") == 1 + 3 and path.read_bytes().endswith(b"\n")  # header, whole lines
         assert [r["user_id"] for r in load_records(path)] == first_run[:3]  # answered before the kill, all kept
 
-        rerun = subprocess.run(command + ["--base_url", server.base_url], env=env, capture_output=True, text=True,
+        rerun = subprocess.run(command + ["--base-url", server.base_url], env=env, capture_output=True, text=True,
                                timeout=60)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{users} users, 3 cached, {users - 3} asked, 0 failed" in rerun.stdout

@@ -6,23 +6,30 @@ import logging
 import os
 import sys
 
+from recbole_embsum.flags import DashedParser
+
 
 def parse_overrides(extra):
     """``["--epochs=2", "--learning_rate=1e-3"]`` -> ``{"epochs": 2, "learning_rate": 0.001}`` (Python literals,
-    else the text), as RecBole reads ``--key=value`` from its command line."""
-    overrides = {}
+    else the text), as RecBole reads ``--key=value`` from its command line. ValueError naming every token that is not
+    a config key written that way (a dashed name is a misspelt option of the command: RecBole keys have no dashes)."""
+    overrides, unknown = {}, []
     for token in extra:
         key, sep, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
-        if not key or not sep:
-            raise ValueError(f"unrecognised argument {token!r}: config overrides are written --key=value")
+        if not sep or not key.isidentifier():
+            unknown.append(token)
+            continue
         try:
             overrides[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             overrides[key] = value
+    if unknown:
+        raise ValueError(f"unrecognized arguments: {' '.join(unknown)} (RecBole config values are written "
+                         f"--key=value, e.g. --epochs=3)")
     return overrides
 
 
-class _OverridesParser(argparse.ArgumentParser):
+class _OverridesParser(DashedParser):
     """A subcommand parser that keeps unknown ``--key=value`` tokens as ``args.overrides`` (RecBole config values)
     instead of rejecting them; anything else unknown is still an error."""
 
@@ -48,23 +55,27 @@ def register(subparsers):
         )
     finally:
         subparsers._parser_class = default_class
-    parser.add_argument("--dataset", required=True, help="dataset name (folder under --data_path), e.g. mind")
-    parser.add_argument("--data_path", required=True, help="folder holding the converted <dataset>/ folder")
+    parser.add_argument("--dataset", required=True, help="dataset name (folder under --data-path), e.g. mind")
+    parser.add_argument("--data-path", required=True, help="folder holding the converted <dataset>/ folder")
     parser.add_argument("--models", default=None,
                         help="comma-separated model names (default: EmbSum,SASRec,GRU4Rec,BPR,Pop; none with "
                         "--ablations alone)")
     parser.add_argument("--ablations", action="store_true", help="also run EmbSum's Table 2 ablations")
-    parser.add_argument("--paper-table", "--paper_table", dest="paper_table", action="store_true",
+    parser.add_argument("--paper-table", action="store_true",
                         help="the paper's Tables 1 and 2: EmbSum, the nine baselines and EmbSum's four ablations with "
                         "the --preset settings; writes paper_tables.md (ours beside the paper's numbers) besides "
                         "results.*; re-run the same command after an interruption: finished runs are not retrained")
     parser.add_argument("--preset", default=None,
                         help="with --paper-table: 'paper' (default; the paper's settings, needs a GPU and the "
                         "hub's checkpoints) or 'cpu-small' (small backbones from scratch, offline)")
-    parser.add_argument("--paper_dataset", default=None, choices=("mind", "goodreads"),
+    parser.add_argument("--paper-dataset", default=None, choices=("mind", "goodreads"),
                         help="with --paper-table: which of the paper's datasets --dataset is (default: from the "
                         "dataset name)")
-    parser.add_argument("--config_files", nargs="*", default=None, help="yaml files applied to every model")
+    parser.add_argument("--config-files", nargs="*", default=None,
+                        help="yaml files or preset names (cpu-small, paper) applied to every model")
+    parser.add_argument("--drop-empty-history", action=argparse.BooleanOptionalAction, default=None,
+                        help="leave out rows whose history is empty, for every model (SASRec/GRU4Rec cannot read "
+                        "them); default: the drop_empty_history of the yaml files (False)")
     parser.add_argument("--output", required=True, help="folder for results.* and checkpoints/")
     parser.add_argument("--seed", type=int, default=None, help="seed for every model (default 2020)")
     parser.add_argument("--seeds", type=int, default=1,
@@ -87,10 +98,17 @@ def register(subparsers):
     parser.add_argument("--references", required=True, metavar="FILE",
                         help="reference summaries JSONL, e.g. <data_path>/<dataset>/<dataset>.test.summaries.jsonl")
     parser.add_argument("--output", required=True, help="folder for summaries.jsonl and rouge.json")
-    parser.add_argument("--max_users", type=int, default=None, help="only the first N evaluation users")
-    parser.add_argument("--batch_size", type=int, default=32, help="users per generate() call")
+    parser.add_argument("--max-users", type=int, default=None, help="only the first N evaluation users")
+    parser.add_argument("--batch-size", type=int, default=32, help="users per generate() call")
     parser.add_argument("--overwrite", action="store_true", help="replace summaries.jsonl / rouge.json in --output")
     parser.set_defaults(func=run_evaluate_summaries)
+
+
+def _overrides(args):
+    """compare's RecBole overrides: the --key=value tokens, and drop_empty_history when --(no-)drop-empty-history."""
+    if args.drop_empty_history is None:
+        return args.overrides
+    return {**args.overrides, "drop_empty_history": args.drop_empty_history}
 
 
 def run_compare(args):
@@ -101,8 +119,8 @@ def run_compare(args):
     if args.paper_table:
         return _run_paper_table(args, seed)
     if args.preset or args.paper_dataset:
-        print("recbole-embsum compare: error: --preset and --paper_dataset go with --paper-table; for other "
-              "comparisons name a preset with --config_files (e.g. --config_files cpu-small)", file=sys.stderr)
+        print("recbole-embsum compare: error: --preset and --paper-dataset go with --paper-table; for other "
+              "comparisons name a preset with --config-files (e.g. --config-files cpu-small)", file=sys.stderr)
         return 2
     if args.models is None:
         models = [] if args.ablations else list(compare.DEFAULT_MODELS)
@@ -112,7 +130,7 @@ def run_compare(args):
         specs = compare.model_specs(models, args.ablations)
         results = compare.compare(
             specs, args.dataset, args.data_path, args.output, config_file_list=args.config_files,
-            overrides=args.overrides, seed=seed, overwrite=args.overwrite, seeds=args.seeds, title=args.title,
+            overrides=_overrides(args), seed=seed, overwrite=args.overwrite, seeds=args.seeds, title=args.title,
         )
     except (ValueError, FileExistsError) as error:
         print(f"recbole-embsum compare: error: {error}", file=sys.stderr)
@@ -132,7 +150,7 @@ def _run_paper_table(args, seed):
     try:
         results, unavailable = paper_table.run_paper_table(
             args.dataset, args.data_path, args.output, preset=args.preset or "paper", which=args.paper_dataset,
-            config_file_list=args.config_files, overrides=args.overrides, seed=seed, seeds=args.seeds,
+            config_file_list=args.config_files, overrides=_overrides(args), seed=seed, seeds=args.seeds,
             title=args.title, overwrite=args.overwrite,
         )
     except (ValueError, FileExistsError) as error:
@@ -151,7 +169,7 @@ def run_evaluate_summaries(args):
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.max_users is not None and args.max_users < 1:
-        print("recbole-embsum evaluate-summaries: error: --max_users must be >= 1", file=sys.stderr)
+        print("recbole-embsum evaluate-summaries: error: --max-users must be >= 1", file=sys.stderr)
         return 2
     try:
         result = summaries.evaluate_summaries(args.checkpoint, args.references, args.output, args.max_users,

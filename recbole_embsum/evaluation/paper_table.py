@@ -36,13 +36,13 @@ def paper_dataset(dataset, given=None):
     one its name starts with; ValueError (one line) when neither says."""
     if given:
         if given not in PAPER_DATASETS:
-            raise ValueError(f"--paper_dataset must be one of {', '.join(PAPER_DATASETS)}, got {given!r}")
+            raise ValueError(f"--paper-dataset must be one of {', '.join(PAPER_DATASETS)}, got {given!r}")
         return given
     for name in PAPER_DATASETS:
         if str(dataset).lower().startswith(name):
             return name
-    raise ValueError(f"dataset {dataset!r}: which of the paper's tables is it? pass --paper_dataset mind or "
-                     f"--paper_dataset goodreads")
+    raise ValueError(f"dataset {dataset!r}: which of the paper's tables is it? pass --paper-dataset mind or "
+                     f"--paper-dataset goodreads")
 
 
 UNAVAILABLE = "not in this installed version of recbole-embsum (RecBole finds no model of that name)"

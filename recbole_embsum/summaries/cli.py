@@ -16,30 +16,30 @@ def register(subparsers):
         "already answered with the same prompt and retries failed ones.",
     )
     parser.add_argument("--dataset", required=True, help="dataset name, e.g. mind")
-    parser.add_argument("--data_path", required=True, help="folder holding <dataset>/<dataset>.train.inter etc.")
+    parser.add_argument("--data-path", required=True, help="folder holding <dataset>/<dataset>.train.inter etc.")
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="YAML file of summary options (repeatable; later files win)")
     parser.add_argument("--backend", choices=["heuristic", "openai", "transformers"])
     parser.add_argument("--model", help="served model name (openai) or HF name/path (transformers)")
-    parser.add_argument("--base_url", action="append", metavar="URL",
+    parser.add_argument("--base-url", action="append", metavar="URL",
                         help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (repeatable: load is spread)")
-    parser.add_argument("--api_key", help="API key (default: $OPENAI_API_KEY)")
+    parser.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
     parser.add_argument("--concurrency", type=int, help="openai: requests in flight at once")
-    parser.add_argument("--max_retries", type=int, help="openai: retries per request")
+    parser.add_argument("--max-retries", type=int, help="openai: retries per request")
     parser.add_argument("--timeout", type=float, help="openai: seconds per request")
-    parser.add_argument("--batch_size", type=int, help="transformers: prompts per generate() call")
+    parser.add_argument("--batch-size", type=int, help="transformers: prompts per generate() call")
     parser.add_argument("--device", help="transformers: torch device")
-    parser.add_argument("--max_new_tokens", type=int, help="length cap of one summary")
+    parser.add_argument("--max-new-tokens", type=int, help="length cap of one summary")
     parser.add_argument("--temperature", type=float, help="0 = greedy")
-    parser.add_argument("--max_items", type=int, help="items per prompt (paper: 60)")
+    parser.add_argument("--max-items", type=int, help="items per prompt (paper: 60)")
     parser.add_argument("--domain", choices=["auto", "news", "books"], help="which built-in template")
     parser.add_argument("--template", metavar="FILE", help="YAML file overriding parts of the prompt template")
     parser.add_argument("--split", choices=["train", "test"], default="train",
                         help="train: the training users (default); test: the test users not in training, from their "
                              "test-time history (references for `evaluate-summaries`, paper Table 3), written to "
                              "<dataset>.test.summaries.jsonl by default")
-    parser.add_argument("--max_users", type=int, help="only the first N training users")
-    parser.add_argument("--output", metavar="FILE", help="summary file (default: <data_path>/<dataset>/"
+    parser.add_argument("--max-users", type=int, help="only the first N training users")
+    parser.add_argument("--output", metavar="FILE", help="summary file (default: <data-path>/<dataset>/"
                                                          "<dataset>.summaries.jsonl)")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace an output file made with another prompt or model")
