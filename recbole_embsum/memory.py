@@ -181,7 +181,8 @@ class RunEstimate:
                 f"this machine: {self.device_bytes / GIB:.1f} GiB {self.device_kind}")
 
     def advice(self):
-        return (self.describe() + ". Lower train_batch_size and raise grad_accum_steps (keep their product at 128, the paper's batch), "
+        return (self.describe() + ". Lower train_batch_size (grad_accum_steps: auto keeps 128 rows, the paper's batch, "
+                "per optimizer step), "
                 "set gradient_checkpointing=True, or enable_amp=True on a GPU (bf16); see properties/presets/ "
                 "(--config_files cpu-small); the data part only shrinks with less data")
 

@@ -8,7 +8,9 @@ What it adds to `recbole.trainer.Trainer`:
   those are reported per part, while the total is always the sum of the weighted parts, the objective. Reported epoch
   losses are means per micro-batch (RecBole reports sums).
 * **Gradient accumulation** (``grad_accum_steps``): the optimizer steps every N micro-batches on the mean of their
-  losses, and once more on the last, partial group of an epoch (weighted by its actual size).
+  losses, and once more on the last, partial group of an epoch (weighted by its actual size). ``auto`` (EmbSum's
+  default) keeps ``effective_batch_size`` rows (the paper's 128) per optimizer step whatever ``train_batch_size``
+  fits in memory: N = ceil(effective_batch_size / train_batch_size); one info line gives the resulting batch.
 * **Warm-up + decay** (``lr_scheduler: linear|cosine|constant``, ``warmup_steps`` or ``warmup_ratio``) through
   ``transformers.get_scheduler``, stepped once per optimizer step.
 * **AdamW** (``learner: adamw``): ``weight_decay`` applies to matrices only, not to biases and layer norms.
@@ -50,6 +52,21 @@ def _option(config, key, default):
     return default if value is None else value
 
 
+def grad_accum_steps(config):
+    """``(micro-batches per optimizer step, how it was chosen)`` from ``grad_accum_steps``: an integer >= 1 as given,
+    or ``auto`` = ceil(``effective_batch_size`` / ``train_batch_size``), so that lowering ``train_batch_size`` to fit
+    memory keeps the effective batch (EmbSum's default: 128, the paper's). Absent or null: 1."""
+    value = _option(config, "grad_accum_steps", 1)
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        target = int(_option(config, "effective_batch_size", 128))
+        batch = int(config["train_batch_size"])
+        steps = max(1, math.ceil(target / batch))
+        return steps, f"grad_accum_steps: auto = ceil(effective_batch_size {target} / train_batch_size {batch})"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"grad_accum_steps must be an integer >= 1 or auto, got {value!r}")
+    return value, f"grad_accum_steps: {value} as set"
+
+
 def _loss_parts(losses):
     """``calculate_loss`` output as a tuple of scalar tensors."""
     return tuple(losses) if isinstance(losses, (tuple, list)) else (losses,)
@@ -59,15 +76,16 @@ class EmbSumTrainer(Trainer):
     """RecBole Trainer with gradient accumulation, LR warm-up/decay, bf16 autocast and exact resume.
 
     Config keys (besides RecBole's ``learner``, ``learning_rate``, ``weight_decay``, ``clip_grad_norm``,
-    ``enable_amp``, ``epochs``): ``grad_accum_steps`` (1), ``lr_scheduler`` (constant), ``warmup_steps`` (none) or
+    ``enable_amp``, ``epochs``): ``grad_accum_steps`` (1 when absent; an integer or ``auto``, see
+    :func:`grad_accum_steps`), ``lr_scheduler`` (constant), ``warmup_steps`` (none) or
     ``warmup_ratio`` (0.0, a fraction of all optimizer steps), ``amp_dtype`` (bfloat16).
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.grad_accum_steps = int(_option(config, "grad_accum_steps", 1))
-        if self.grad_accum_steps < 1:
-            raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        self.grad_accum_steps, how = grad_accum_steps(config)
+        self.logger.info(f"optimizer step every {self.grad_accum_steps} micro-batch(es) of {config['train_batch_size']} "
+                         f"rows: effective batch {self.grad_accum_steps * config['train_batch_size']} ({how})")
         self.lr_scheduler_name = str(_option(config, "lr_scheduler", "constant")).lower()
         if self.lr_scheduler_name not in LR_SCHEDULES:
             raise ValueError(f"lr_scheduler must be one of {sorted(LR_SCHEDULES)}, got '{self.lr_scheduler_name}'")

@@ -19,7 +19,10 @@ POSITIVE_INTEGERS = {
     "upe_codes": "EmbSum's user poly-embedding needs at least one code (1 = the 'wo UPE' ablation)",
     "cpe_codes": "EmbSum's content poly-embedding needs at least one code",
     "grad_accum_steps": "the optimizer would never step",
+    "effective_batch_size": "grad_accum_steps: auto would have no batch to aim at",
 }
+# Options of POSITIVE_INTEGERS that also take a word: grad_accum_steps: auto (EmbSumTrainer derives the integer).
+WORDS = {"grad_accum_steps": ("auto",)}
 
 
 class ConfigError(ValueError):
@@ -53,12 +56,12 @@ def check_config(config):
         check_dataset_name(config["dataset"])
     for key, consequence in POSITIVE_INTEGERS.items():
         value = config[key] if key in config else None
-        if value is None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in WORDS.get(key, ())):
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(
-                f"{key} must be an integer >= 1, got {value!r} ({consequence}); set --{key}=N or {key}: N in a "
-                f"yaml file"
+                f"{key} must be an integer >= 1{''.join(f' or {word}' for word in WORDS.get(key, ()))}, got "
+                f"{value!r} ({consequence}); set --{key}=N or {key}: N in a yaml file"
             )
 
 

@@ -28,6 +28,7 @@ TINY_EMBSUM = {
     "tokenizer_vocab_size": 300,
     "upe_codes": 4,
     "cpe_codes": 2,
+    "grad_accum_steps": 1,  # a step per (small) test batch, not auto's effective batch of 128: fewer epochs learn
     "show_progress": False,
 }
 

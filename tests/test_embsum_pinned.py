@@ -30,6 +30,7 @@ PINNED_CONFIG = {
     "train_neg_num": 3,
     "MAX_ITEM_LIST_LENGTH": 6,
     "train_batch_size": 8,
+    "grad_accum_steps": 1,
     "eval_batch_size": 32,
     "item_encode_batch_size": 16,
     "metrics": ["AUC"],

@@ -1,5 +1,6 @@
 """EmbSumTrainer on a tiny toy SequentialRecommender and the converted synthetic MIND: gradient accumulation, LR
 schedule, unscale-before-clip, exact resume, non-finite loss, named loss parts, best-model reload."""
+import logging
 import math
 import os
 import re
@@ -142,6 +143,44 @@ def test_four_accumulated_micro_batches_equal_one_big_batch(mind_dataset, tmp_pa
     for name, value in params(accumulated).items():
         assert not torch.equal(value, start[name]), name  # the steps did something
         torch.testing.assert_close(value, params(single)[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch, expected", [(8, 16), (32, 4), (48, 3), (128, 1), (300, 1)])
+def test_auto_accumulation_keeps_the_effective_batch_and_says_so(mind_dataset, tmp_path, splits, caplog, batch,
+                                                                 expected):
+    config = make_config(mind_dataset, tmp_path, train_batch_size=batch, grad_accum_steps="auto")
+    with caplog.at_level(logging.INFO):
+        trainer = make_trainer(config, splits[0])
+    assert trainer.grad_accum_steps == expected
+    lines = [record.getMessage() for record in caplog.records if "effective batch" in record.getMessage()]
+    assert lines == [f"optimizer step every {expected} micro-batch(es) of {batch} rows: effective batch "
+                     f"{expected * batch} (grad_accum_steps: auto = ceil(effective_batch_size 128 / "
+                     f"train_batch_size {batch}))"]
+
+
+def test_auto_accumulation_aims_at_effective_batch_size_and_an_integer_wins(mind_dataset, tmp_path, splits):
+    aimed = make_config(mind_dataset, tmp_path, train_batch_size=8, grad_accum_steps="auto", effective_batch_size=40)
+    assert make_trainer(aimed, splits[0]).grad_accum_steps == 5
+    explicit = make_config(mind_dataset, tmp_path, train_batch_size=8, grad_accum_steps=3, effective_batch_size=40)
+    assert make_trainer(explicit, splits[0]).grad_accum_steps == 3
+    # auto with 8 x 5 = 40 rows per step steps exactly as grad_accum_steps: 5 does (same parameters after an epoch)
+    by_hand = make_config(mind_dataset, tmp_path, train_batch_size=8, grad_accum_steps=5)
+    auto_trainer, hand_trainer = make_trainer(aimed, splits[0]), make_trainer(by_hand, splits[0])
+    auto_trainer._train_epoch(train_loader(aimed, splits[0], 80), 0)
+    hand_trainer._train_epoch(train_loader(by_hand, splits[0], 80), 0)
+    assert auto_trainer.global_step == hand_trainer.global_step == 2
+    for name, value in params(auto_trainer).items():
+        assert torch.equal(value, params(hand_trainer)[name]), name
+
+
+def test_embsum_defaults_to_auto_accumulation_toward_the_papers_batch():
+    import yaml
+
+    from conftest import MODEL_YAML
+
+    with open(MODEL_YAML, encoding="utf-8") as handle:
+        defaults = yaml.safe_load(handle)
+    assert (defaults["grad_accum_steps"], defaults["effective_batch_size"]) == ("auto", 128)
 
 
 def test_linear_schedule_warms_up_then_decays_per_optimizer_step(mind_dataset, tmp_path, splits):

@@ -35,6 +35,15 @@ def test_valid_values_pass_and_a_plain_dict_is_checked_the_same_way(mind_dataset
         check_config({"dataset": "mind", "upe_codes": 0})
 
 
+def test_grad_accum_steps_takes_auto_or_a_count():
+    check_config({"grad_accum_steps": "auto", "effective_batch_size": 128})
+    check_config({"grad_accum_steps": 4})
+    with pytest.raises(ConfigError, match=r"grad_accum_steps must be an integer >= 1 or auto, got 'sometimes'"):
+        check_config({"grad_accum_steps": "sometimes"})
+    with pytest.raises(ConfigError, match=r"effective_batch_size must be an integer >= 1, got 0"):
+        check_config({"grad_accum_steps": "auto", "effective_batch_size": 0})
+
+
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", ""])
 def test_dataset_names_that_leave_data_path_are_refused(mind_dataset, name):
     data_path, _ = mind_dataset
