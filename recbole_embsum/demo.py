@@ -41,6 +41,7 @@ EMBSUM_CONFIG = {
     "summary_max_tokens": 32,
     "learning_rate": 0.002,
     "train_batch_size": 32,
+    "grad_accum_steps": 1,  # a step per batch of 32 (not auto's 128): more steps in a short run
     "summary_weight": 0.5,  # lambda in Eq. (6), raised from 0.05 so a few epochs teach the decoder to summarise
 }
 # Every model of the table reads the same most recent k items of each history (compare requires one value).
