@@ -11,23 +11,24 @@ import collections
 _UNKNOWN_EXAMPLES = 5
 # Table 4 of the paper (Appendix C, "Dataset Statistics"); its Dev column is our valid split. Its token counts are
 # RoBERTa-base tokens, ours are whitespace-separated words, so those rows compare only roughly.
-PAPER_TABLE4 = {
-    "mind": {
-        "splits": {
-            "train": {"items": 51283, "users": 50000, "new_users": None, "positives": 236344, "negatives": 5607100},
-            "valid": {"items": 21352, "users": 6679, "new_users": 5862, "positives": 10775, "negatives": 249607},
-            "test": {"items": 41496, "users": 46549, "new_users": 41020, "positives": 100608, "negatives": 2380008},
-        },
-        "history_per_user": 22, "categories": 18, "tokens_per_title": 17, "tokens_per_abstract": 50,
-    },
-    "goodreads": {
-        "splits": {
-            "train": {"items": 309047, "users": 21450, "new_users": None, "positives": 198403, "negatives": 458435},
-            "valid": {"items": 234232, "users": 16339, "new_users": 2930, "positives": 75445, "negatives": 141977},
-            "test": {"items": 247242, "users": 17967, "new_users": 3199, "positives": 93156, "negatives": 154016},
-        },
-        "history_per_user": 47, "categories": 11, "tokens_per_title": 18, "tokens_per_abstract": 128,
-    },
+_TABLE4_SPLIT_ROWS = ("items", "users", "new_users", "positives", "negatives")  # Table 4's per-split rows, in order
+_TABLE4_DATASET_ROWS = ("history_per_user", "categories", "tokens_per_title", "tokens_per_abstract")
+
+
+def _table4(splits, dataset):
+    """One source's Table 4 column group: ``splits`` maps a split to its values in ``_TABLE4_SPLIT_ROWS`` order,
+    ``dataset`` holds the values in ``_TABLE4_DATASET_ROWS`` order."""
+    return {"splits": {name: dict(zip(_TABLE4_SPLIT_ROWS, values)) for name, values in splits.items()},
+            **dict(zip(_TABLE4_DATASET_ROWS, dataset))}
+
+
+PAPER_TABLE4 = {  # split: (items, users, new users, positives, negatives); then history/user, categories, tokens
+    "mind": _table4({"train": (51283, 50000, None, 236344, 5607100),
+                     "valid": (21352, 6679, 5862, 10775, 249607),
+                     "test": (41496, 46549, 41020, 100608, 2380008)}, (22, 18, 17, 50)),
+    "goodreads": _table4({"train": (309047, 21450, None, 198403, 458435),
+                          "valid": (234232, 16339, 2930, 75445, 141977),
+                          "test": (247242, 17967, 3199, 93156, 154016)}, (47, 11, 18, 128)),
 }
 
 

@@ -128,8 +128,24 @@ def rebuild_config(checkpoint, path="checkpoint"):
 _TAG = "__recbole_embsum__"
 
 
-def storable(value):
-    """``value`` (one of a model's other parameters) as tensors and plain data."""
+_DESCEND = object()  # a converter's answer for "not mine: walk into this dict / list / tuple"
+
+
+def _walk(value, convert):
+    """``value`` with ``convert`` applied throughout: ``convert(value)`` gives the replacement, or ``_DESCEND`` to rebuild
+    a dict / list / tuple from its walked items (other values are kept as they are)."""
+    replacement = convert(value)
+    if replacement is not _DESCEND:
+        return replacement
+    if isinstance(value, dict):
+        return {key: _walk(item, convert) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_walk(item, convert) for item in value)
+    return value
+
+
+def _to_storable(value):
+    """One of a model's other parameters (or a part of one) as tensors, tags and plain data."""
     import scipy.sparse
 
     if isinstance(value, torch.nn.Module):
@@ -143,36 +159,39 @@ def storable(value):
         csr = value.tocsr()
         return {_TAG: "sparse", "format": value.format, "shape": list(csr.shape), "data": storable(csr.data),
                 "indices": storable(csr.indices), "indptr": storable(csr.indptr)}
-    if isinstance(value, dict):
-        return {key: storable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(storable(item) for item in value)
-    return value
+    return _DESCEND
+
+
+def _from_storable(value):
+    """The inverse of :func:`_to_storable` for a tagged entry; a submodule entry becomes ``None``."""
+    import scipy.sparse
+
+    if not (isinstance(value, dict) and _TAG in value):
+        return _DESCEND
+    kind = value[_TAG]
+    if kind in ("numpy", "numpy.matrix"):
+        array = value["array"].numpy()
+        if kind == "numpy":
+            return array
+        with warnings.catch_warnings():  # numpy discourages np.matrix; the model (EASE) holds one all the same
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            return np.asmatrix(array)
+    if kind == "sparse":
+        matrix = scipy.sparse.csr_matrix((restored(value["data"]), restored(value["indices"]),
+                                          restored(value["indptr"])), shape=tuple(value["shape"]))
+        return matrix.asformat(value["format"])
+    return None
+
+
+def storable(value):
+    """``value`` (a model's other parameters: dicts / lists of arrays, matrices, submodules) as tensors and plain
+    data."""
+    return _walk(value, _to_storable)
 
 
 def restored(value):
     """The inverse of :func:`storable`; a submodule entry becomes ``None`` (keep the model's own)."""
-    import scipy.sparse
-
-    if isinstance(value, dict) and _TAG in value:
-        kind = value[_TAG]
-        if kind in ("numpy", "numpy.matrix"):
-            array = value["array"].numpy()
-            if kind == "numpy":
-                return array
-            with warnings.catch_warnings():  # numpy discourages np.matrix; the model (EASE) holds one all the same
-                warnings.simplefilter("ignore", PendingDeprecationWarning)
-                return np.asmatrix(array)
-        if kind == "sparse":
-            matrix = scipy.sparse.csr_matrix((restored(value["data"]), restored(value["indices"]),
-                                              restored(value["indptr"])), shape=tuple(value["shape"]))
-            return matrix.asformat(value["format"])
-        return None
-    if isinstance(value, dict):
-        return {key: restored(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(restored(item) for item in value)
-    return value
+    return _walk(value, _from_storable)
 
 
 def _other_parameters(checkpoint):

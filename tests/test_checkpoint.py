@@ -147,6 +147,25 @@ def test_truncated_missing_and_recbole_format_checkpoints_are_one_line(tmp_path,
         checkpoint.load(other)
 
 
+def test_other_parameters_round_trip_through_a_weights_only_file_in_their_containers(tmp_path):
+    import numpy as np
+    import scipy.sparse
+
+    sparse = scipy.sparse.random(5, 4, density=0.4, format="csc", random_state=0)
+    with pytest.warns(PendingDeprecationWarning):  # numpy discourages np.matrix; EASE holds one all the same
+        matrix = np.matrix([[1.0, 2.0], [3.0, 4.0]])
+    value = {"nested": [np.arange(3), (np.float32(1.5), "text")], "sparse": sparse, "matrix": matrix,
+             "module": torch.nn.Linear(2, 2), "none": None}
+    path = tmp_path / "other.pth"
+    checkpoint.save({"format": FORMAT, "version": 1, "other_parameter": checkpoint.storable(value)}, path)
+    back = checkpoint.restored(checkpoint.load(path)["other_parameter"])
+    np.testing.assert_array_equal(back["nested"][0], np.arange(3))
+    assert back["nested"][1] == (1.5, "text") and isinstance(back["nested"][1], tuple)
+    assert back["sparse"].format == "csc" and (back["sparse"] != sparse).nnz == 0
+    assert type(back["matrix"]) is np.matrix and (back["matrix"] == matrix).all()
+    assert back["module"] is None and back["none"] is None  # a submodule comes back through state_dict instead
+
+
 # --- exact resume -----------------------------------------------------------------------------------------------------
 RESUME_TINY = {
     **TINY_EMBSUM, "train_batch_size": 32, "eval_batch_size": 512, "MAX_ITEM_LIST_LENGTH": 10,
