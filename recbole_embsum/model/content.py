@@ -4,9 +4,9 @@ kind.
 Each baseline is a news (item) encoder and a scorer of candidates for a history (the pattern of NewsRecLib and
 Legommenders):
 
-* ``ContentRecommender`` (CAUM): a subclass defines ``encode_items`` (item ids -> vectors) and
+* ``ContentRecommender`` (CAUM, MINER): a subclass defines ``encode_items`` (item ids -> vectors) and
   ``score_candidates`` (history vectors + candidate vectors -> scores), so the user side may depend on the candidate.
-* ``TwoTowerRecommender`` (NAML, NRMS, Fastformer, MINS): a subclass defines ``encode_items`` and
+* ``TwoTowerRecommender`` (NAML, NRMS, Fastformer, MINS, NAML-PLM): a subclass defines ``encode_items`` and
   ``encode_user`` (history vectors -> one user vector); the click predictor is a dot product (``click_score``), so
   a distinct history is encoded once per evaluation batch and full ranking is one matrix product.
 
@@ -14,7 +14,8 @@ This module does the rest the same way for all:
 
 * **Inputs.** ``build_item_inputs`` turns the item text records (internal-id order) into tensors once, kept as
   non-persistent buffers: by default word ids of title/abstract, category ids and title entities
-  (``recbole_embsum.text.features``); the PLM baselines override it with subword token tables.
+  (``recbole_embsum.text.features``); the PLM baselines (``plm_content.py``) override it with subword token
+  tables.
 * **History.** The latest ``history_len`` items of ``item_id_list``, oldest first, with a padding mask.
 * **Training** as in the papers: each click against ``train_neg_num`` negatives drawn from its impression's
   ``neg_items`` (the same ones EmbSum trains on), softmax cross-entropy over the 1 + K scores (the NCE loss of
@@ -136,17 +137,23 @@ class ContentRecommender(SequentialRecommender, metaclass=abc.ABCMeta):
     def _history(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
         return latest_items(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], self.history_len)
 
-    def calculate_loss(self, interaction):
-        """Softmax cross-entropy of each click against K impression negatives (NCE, EmbSum's Eq. (5))."""
+    def training_vectors(self, interaction):
+        """Item vectors of a training batch, each distinct item (history or candidate) encoded once: history
+        [B, L, D], its mask [B, L], candidates [B, 1+K, D] (column 0 the click, then K impression negatives) and the
+        negatives' validity [B, K]."""
         history, mask = self._history(interaction)  # [B, L]
         candidates, valid = impression_candidates(interaction, self.ITEM_ID, self.train_neg_num,
                                                   type(self).__name__)  # [B, 1+K], [B, K]
         unique, inverse = torch.unique(torch.cat([history.flatten(), candidates.flatten()]), return_inverse=True)
-        vectors = self.encode_items(unique)[inverse]  # each distinct item encoded once: [B*L + B*(1+K), D]
+        vectors = self.encode_items(unique)[inverse]  # [B*L + B*(1+K), D]
         history_vectors = vectors[: history.numel()].view(*history.shape, -1)  # [B, L, D]
         candidate_vectors = vectors[history.numel():].view(*candidates.shape, -1)  # [B, 1+K, D]
-        scores = self.score_candidates(history_vectors, mask, candidate_vectors)  # [B, 1+K]
-        return nce_loss(scores, valid)
+        return history_vectors, mask, candidate_vectors, valid
+
+    def calculate_loss(self, interaction):
+        """Softmax cross-entropy of each click against K impression negatives (NCE, EmbSum's Eq. (5))."""
+        history, mask, candidates, valid = self.training_vectors(interaction)
+        return nce_loss(self.score_candidates(history, mask, candidates), valid)  # scores [B, 1+K]
 
     # -------------------------------------------------------------------------------------------- evaluation
     def train(self, mode: bool = True):

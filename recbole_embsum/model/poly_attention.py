@@ -31,13 +31,18 @@ class PolyAttention(nn.Module):
         nn.init.normal_(self.codes, std=code_dim**-0.5)
         nn.init.xavier_uniform_(self.proj.weight)
 
+    def code_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The attention logits ``c_a tanh(Z W^f)^T`` of every code over ``z`` [B, T, d] -> [B, n_codes, T], unmasked
+        (for callers that add a bias before the softmax, as MINER's category-aware weighting)."""
+        keys = torch.tanh(self.proj(z))  # tanh(Z W^f): [B, T, p]
+        return torch.einsum("ap,btp->bat", self.codes, keys)  # c_a tanh(Z W^f)^T: [B, n_codes, T]
+
     def forward(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Aggregate ``z`` [B, T, d] under ``mask`` [B, T] (True = real vector) into [B, n_codes, d].
 
         Every row must have at least one real vector.
         """
-        keys = torch.tanh(self.proj(z))  # tanh(Z W^f): [B, T, p]
-        logits = torch.einsum("ap,btp->bat", self.codes, keys)  # c_a tanh(Z W^f)^T: [B, n_codes, T]
+        logits = self.code_logits(z)  # [B, n_codes, T]
         logits = logits.masked_fill(~mask[:, None, :], torch.finfo(logits.dtype).min)
         weights = torch.softmax(logits, dim=-1)  # [B, n_codes, T]
         return weights @ z  # Eq. (2): alpha_a for every code, [B, n_codes, d]

@@ -2,8 +2,9 @@
 
 * :mod:`.items`: reading ``<dataset>.text.jsonl``, item templates, token caps, one-time tokenised item (and summary)
   rows as padded tables.
-* :mod:`.backbone`: the tokenizer trained on the item text (``plm_init: scratch``) and its cache, and loading the
-  encoder-decoder (``plm``: a Hugging Face name or local path).
+* :mod:`.backbone`: the tokenizers trained on the item text (``plm_init: scratch``, one special-token scheme per
+  model family) and their cache, and loading a PLM (``plm``: a Hugging Face name or local path): EmbSum's T5
+  (``load_backbone``) and any encoder or encoder-decoder (``load_plm``).
 * :mod:`.words`: the word-level tokenizer trained on the item text (cached by corpus and settings) and word vectors
   (random, GloVe text, or .npy) for the models trained from scratch.
 * :mod:`.features`: word, category and entity id tables per item for those models.

@@ -11,7 +11,7 @@ row per RecBole internal item id (row 0 = the padding item, all zeros), built on
 """
 import logging
 import os
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from tokenizers import Tokenizer
@@ -41,7 +41,9 @@ class ItemFeatures(NamedTuple):
     tokenizer: Tokenizer
 
 
-def _category_ids(records: Sequence[dict], field: str):
+def category_ids(records: Sequence[dict], field: str) -> Tuple[torch.Tensor, int]:
+    """``field`` (category / subcategory) strings of ``records`` numbered in sorted order from 1 (0 = none): ([n] ids,
+    number of ids including 0)."""
     values = sorted({str(r.get(field) or "").strip() for r in records} - {""})
     index = {value: i + 1 for i, value in enumerate(values)}
     ids = torch.tensor([index.get(str(r.get(field) or "").strip(), 0) for r in records], dtype=torch.long)
@@ -76,7 +78,7 @@ def build_item_features(records: Sequence[dict], cache_prefix: str, max_words: D
         table[0] = 0  # the padding item has no text
     categories, counts = {}, {}
     for field in CATEGORY_FIELDS:
-        ids, count = _category_ids(records, field)
+        ids, count = category_ids(records, field)
         if count > 1:
             categories[field], counts[field] = ids, count
     entities, entity_ids = _entity_ids(records, max_entities)
@@ -113,4 +115,4 @@ def build_entity_embedding(entity_ids: Sequence[str], dim: int, path: str) -> to
     return embedding
 
 
-__all__ = ["ItemFeatures", "build_entity_embedding", "build_item_features", "entity_vectors_path"]
+__all__ = ["ItemFeatures", "build_entity_embedding", "build_item_features", "category_ids", "entity_vectors_path"]

@@ -15,7 +15,7 @@ Everything is tokenized once into padded ``[rows, L]`` tables; the model keeps t
 """
 import logging
 import os
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -126,6 +126,27 @@ def build_item_token_table(item_tokens: Sequence[str], texts: Dict[str, dict], t
     rendered = [""] + render_items(records, template, tokenizer, title_max_tokens, abstract_max_tokens)
     start_id = tokenizer.convert_tokens_to_ids(ITEM_START_TOKEN)
     rows = [[start_id] + row + [tokenizer.eos_token_id] for row in tokenize_rows(rendered, tokenizer, "tokenizing items")]
+    return pad_rows(rows, tokenizer.pad_token_id)
+
+
+def build_plm_token_table(records: Sequence[dict], tokenizer, field: str, max_tokens: int,
+                          pair_field: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize every item once for a PLM encoder, with the family's special tokens: row i is ``[CLS] field [SEP]``
+    (BERT; RoBERTa ``<s> field </s>``), or with ``pair_field`` the text pair ``[CLS] field [SEP] pair_field [SEP]``,
+    for the records of ``ordered_records`` (row 0, the padding item, holds only the special tokens).
+
+    ``field`` (e.g. the title) is cut to ``max_tokens`` tokens (character offsets: the kept text is verbatim);
+    ``pair_field`` (e.g. the category) is never cut.
+
+    Returns:
+        ([n_items, L] token ids padded with ``pad_token_id``, [n_items] lengths).
+    """
+    firsts = truncate_to_tokens([str(r.get(field) or "") for r in records], tokenizer, max_tokens)
+    seconds = [str(r.get(pair_field) or "") for r in records] if pair_field else None
+    rows = []
+    for start in range(0, len(firsts), _TOKENIZE_CHUNK):
+        chunk = slice(start, start + _TOKENIZE_CHUNK)
+        rows.extend(tokenizer(firsts[chunk], seconds[chunk] if seconds else None)["input_ids"])
     return pad_rows(rows, tokenizer.pad_token_id)
 
 
