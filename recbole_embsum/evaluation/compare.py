@@ -265,6 +265,11 @@ def compare(specs, dataset, data_path, output, config_file_list=None, overrides=
             settings = store.settings(_config(spec, dataset, config_file_list, run_config))
             result = store.load(spec, run_seed, settings)
             if result is None:
+                run_config["checkpoint_dir"] = store.checkpoint_dir(spec.label, run_seed, settings)
+                unfinished = store.unfinished_checkpoint(spec.label, run_seed, settings)
+                if unfinished:
+                    logger.info("%s, seed %d: resuming the unfinished run from %s", spec.label, run_seed, unfinished)
+                    run_config["resume"] = unfinished
                 result = train_and_test(spec, dataset, config_file_list, run_config)
                 store.save(result, settings)
             results.append(result)

@@ -8,7 +8,12 @@ the SHA-256 of the run's settings: every value of its resolved RecBole Config th
 values such as the device, the checkpoint folder or the progress bar are left out) plus the size and modification
 time of the dataset's benchmark files. A run whose settings changed since a stored result is trained again, and the
 log says which settings differ; the older result stays on disk under its own key. Failed runs are not stored, so they
-run again. A run killed mid-training restarts from its first epoch.
+run again.
+
+Each run saves its checkpoints in ``<output>/checkpoints/<label>/seed<seed>-<key>/``; a run killed mid-training left
+its last saved checkpoint there (RecBole saves when validation improves), and the next run resumes from it with the
+checkpoint machinery (``resume``: weights, optimizer, epoch, random states; ``checkpoint.py``), continuing with the
+epoch after the saved one.
 """
 import dataclasses
 import hashlib
@@ -24,6 +29,7 @@ from recbole_embsum.checkpoint import RUNTIME_KEYS, plain_values
 logger = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
+CHECKPOINTS_DIR = "checkpoints"
 # Config values that change how a run is executed or reported, not its result.
 EXECUTION_KEYS = frozenset(RUNTIME_KEYS) | {
     "device", "gpu_id", "use_gpu", "checkpoint_dir", "data_path", "show_progress", "state", "log_wandb",
@@ -49,6 +55,7 @@ class RunStore:
 
     def __init__(self, output):
         self.folder = os.path.join(output, RUNS_DIR)
+        self.checkpoints = os.path.join(output, CHECKPOINTS_DIR)
 
     def exists(self):
         return os.path.isdir(self.folder)
@@ -76,6 +83,20 @@ class RunStore:
 
         stem = os.path.join(self.folder, _file_name(label), f"seed{seed}-{self.key(settings)}")
         return stem + ".json", stem + ".npz"
+
+    def checkpoint_dir(self, label, seed, settings):
+        """The run's own checkpoint folder (one per label, seed and settings)."""
+        from recbole_embsum.evaluation.compare import _file_name
+
+        return os.path.join(self.checkpoints, _file_name(label), f"seed{seed}-{self.key(settings)}")
+
+    def unfinished_checkpoint(self, label, seed, settings):
+        """The newest checkpoint an unfinished run of these settings left behind, else None."""
+        folder = self.checkpoint_dir(label, seed, settings)
+        if not os.path.isdir(folder):
+            return None
+        saved = [entry for entry in os.scandir(folder) if entry.name.endswith(".pth") and entry.is_file()]
+        return max(saved, key=lambda entry: entry.stat().st_mtime_ns).path if saved else None
 
     def load(self, spec, seed, settings):
         """The stored RunResult of ``spec`` at ``seed`` made with exactly ``settings``, else None (logging why a
