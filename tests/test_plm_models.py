@@ -188,3 +188,21 @@ def test_run_recbole_trains_namlplm_on_goodreads_and_reloads_its_best_checkpoint
     (saved,) = (tmp_path / "saved").glob("NAMLPLM-*.pth")
     assert f"Loading model structure and parameters from {saved}" in output
     assert "test result" in output and "imp_auc" in output
+
+
+def test_a_local_checkpoint_loads_and_a_tokenizer_without_padding_is_refused_in_one_line(plm_data, tmp_path):
+    from recbole_embsum.text.backbone import load_plm
+
+    plm, tokenizer = load_plm({**TINY_PLM, "plm": "roberta-base", "data_path": os.path.join(plm_data[0], "mind"),
+                               "dataset": "mind", "gradient_checkpointing": False},
+                              lambda: iter(["storms hit the coast", "markets rally"] * 20))
+    plm.save_pretrained(tmp_path / "my-roberta")
+    tokenizer.save_pretrained(tmp_path / "my-roberta")
+    _, net, _ = _build("NAMLPLM", plm_data, plm_init="pretrained", plm=str(tmp_path / "my-roberta"))
+    assert net.tokenizer.get_vocab() == tokenizer.get_vocab()
+    torch.testing.assert_close(net.plm.get_input_embeddings().weight, plm.get_input_embeddings().weight)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(tmp_path / "no-padding")
+    plm.save_pretrained(tmp_path / "no-padding")
+    with pytest.raises(ValueError, match=r"NAMLPLM: the tokenizer of plm='.*no-padding' has no pad_token; use an "):
+        _build("NAMLPLM", plm_data, plm_init="pretrained", plm=str(tmp_path / "no-padding"))

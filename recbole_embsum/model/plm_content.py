@@ -35,6 +35,10 @@ class PLMContentRecommender(ContentRecommender):
             return (str(record.get(field) or "") for record in records[1:] for field in CORPUS_FIELDS)
 
         self.plm, self.tokenizer = load_plm(config, corpus, self.plm_kind)
+        missing = [role for role in ("cls_token", "sep_token", "pad_token") if getattr(self.tokenizer, role) is None]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: the tokenizer of plm={config['plm']!r} has no "
+                             f"{', '.join(missing)}; use an encoder with [CLS] / [SEP] / [PAD] tokens (BERT, RoBERTa)")
         if getattr(self.plm, "pooler", None) is not None:
             # BERT / RoBERTa's pooler (trained for next-sentence prediction) is never read here: dropping it keeps
             # every parameter in the graph (DDP needs that) and the checkpoint smaller.
