@@ -17,7 +17,8 @@ and impression negatives) and the same first labeled validation batch:
 
 Sizes: ``--sizes paper`` (default): every PLM backbone from scratch at the size the paper names (``PAPER_SIZES``:
 t5-small for EmbSum, roberta-base for NAML-PLM / UNBERT / MINER, bart-base for UniTRec; bert-base if a model's
-``plm`` names BERT), the content baselines at their packaged (reference) sizes, the latest 60 history items.
+``plm`` names BERT) with the published vocabulary size (``PAPER_VOCAB``), the content baselines at their packaged
+(reference) sizes, the latest 60 history items.
 ``--sizes small`` (``--quick``): ``QUICK_SIZES`` per backbone family and benchmarks/small_models.yaml. A model this
 installed version does not register is one line, not a failure. Prints one row per model and its ratios to EmbSum.
 
@@ -55,6 +56,10 @@ PAPER_SIZES = {
              "decoder_attention_heads": 12, "encoder_ffn_dim": 3072, "decoder_ffn_dim": 3072,
              "max_position_embeddings": 1024},
 }
+# Vocabulary of the published checkpoints: a scratch tokenizer trained on the synthetic text has fewer entries, so the
+# embeddings (and the LM head of an encoder-decoder) are grown to these sizes: the same parameters and output-layer
+# FLOPs as the pretrained model (``--sizes paper`` only).
+PAPER_VOCAB = {"t5": 32128, "roberta": 50265, "bert": 30522, "bart": 50265}
 QUICK_SIZES = {
     "t5": {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 1, "num_heads": 4, "d_kv": 8},
     "roberta": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
@@ -96,18 +101,31 @@ def _rss_bytes():
 
 
 def model_config(model_name, data_path, overrides, sizes):
-    """The RecBole Config of ``model_name`` with a scratch backbone of ``sizes`` (PAPER_SIZES or QUICK_SIZES) when
-    the model has a ``plm``."""
+    """``(Config, backbone family or None)`` of ``model_name`` with a scratch backbone of ``sizes`` (PAPER_SIZES or
+    QUICK_SIZES) when the model has a ``plm``."""
     from recbole.config import Config
 
     from recbole_embsum.text.backbone import plm_model_type
 
     config = Config(model=model_name, dataset="mind", config_dict={"data_path": data_path, **overrides})
-    if config["plm"]:
-        family = plm_model_type(config)
-        config = Config(model=model_name, dataset="mind", config_dict={
-            "data_path": data_path, **overrides, "plm_init": "scratch", "plm_config": sizes[family]})
-    return config
+    if not config["plm"]:
+        return config, None
+    family = plm_model_type(config)
+    config = Config(model=model_name, dataset="mind", config_dict={
+        "data_path": data_path, **overrides, "plm_init": "scratch", "plm_config": sizes[family]})
+    return config, family
+
+
+def grow_vocabulary(model, size):
+    """Resize the token embeddings of every outermost Hugging Face model inside ``model`` to ``size`` rows."""
+    from transformers import PreTrainedModel
+
+    grown = []
+    for name, module in model.named_modules():
+        if isinstance(module, PreTrainedModel) and not any(name.startswith(outer + ".") for outer in grown):
+            if module.get_input_embeddings().num_embeddings < size:
+                module.resize_token_embeddings(size)
+            grown.append(name)
 
 
 def measure(model_name, data_path, overrides, sizes, steps):
@@ -118,13 +136,16 @@ def measure(model_name, data_path, overrides, sizes, steps):
     import recbole_embsum  # noqa: F401  (registers the models)
 
     rss_start = _rss_bytes()
-    config = model_config(model_name, data_path, overrides, sizes)
+    config, family = model_config(model_name, data_path, overrides, sizes)
     cuda = config["device"].type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     init_seed(config["seed"], True)
     train, valid, _ = data_preparation(config, create_dataset(config))
-    model = get_model(model_name)(config, train._dataset).to(config["device"])
+    model = get_model(model_name)(config, train._dataset)
+    if family and sizes is PAPER_SIZES:
+        grow_vocabulary(model, PAPER_VOCAB[family])
+    model = model.to(config["device"])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     train_batch = next(iter(train)).to(config["device"])
     valid_batch = next(iter(valid))[0].to(config["device"])
