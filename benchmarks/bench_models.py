@@ -124,7 +124,7 @@ def grow_vocabulary(model, size):
     for name, module in model.named_modules():
         if isinstance(module, PreTrainedModel) and not any(name.startswith(outer + ".") for outer in grown):
             if module.get_input_embeddings().num_embeddings < size:
-                module.resize_token_embeddings(size)
+                module.resize_token_embeddings(size, mean_resizing=False)
             grown.append(name)
 
 
