@@ -4,8 +4,10 @@ Sizes are the paper's: d = 512 (t5-small), m = 32 UPE codes, n = 4 CPE codes. Fo
 
 1. grid: a users x candidates grid scored from an export folder (random embeddings written with ExportWriter) by
    ``EmbeddingStore.iter_scores`` (Eqs. (3)-(4) via ``model.scorer.poly_score_grid``) -> pairs/s.
-2. matmul: the same FLOPs as one plain ``torch.matmul`` per chunk, ``[U*m, d] @ [d, 2*n*c]`` (both products of
-   Eqs. (3)-(4) for every pair: A B^T and A gelu(B W^s)^T) -> the machine's own rate, and the ratio grid / matmul.
+2. matmul: the same FLOPs as plain ``torch.matmul`` (both products of Eqs. (3)-(4) for every pair: A B^T and
+   A gelu(B W^s)^T) in two shapes, one product per chunk ``[U*m, d] @ [d, 2*n*c]`` and cache-sized products
+   ``[2*n*b, d] @ [d, U*m]``; the faster is the machine's matmul rate. Grid and matmuls run interleaved ``--repeats``
+   times at each of ``--threads`` (the machine may be shared); the ratio grid / matmul is of the median times.
 3. re-encoding: a randomly initialised EmbSum of t5-small sizes (plm_init: scratch, vocabulary resized to t5's
    32128) on synthetic MIND; time per user (60-item history: session encoding, greedy summary decoding as
    ``predict`` does, UPE) and per item (CPE), measured on a small sample and extrapolated per pair -> speed-up of
@@ -13,13 +15,15 @@ Sizes are the paper's: d = 512 (t5-small), m = 32 UPE codes, n = 4 CPE codes. Fo
 4. memory: streaming top-k over 1M candidates for one user from a float16 export -> peak anonymous memory (heap;
    the memory-mapped shards are page cache) above the level after opening the store, and the time taken.
 
-Run: ``python benchmarks/bench_scoring.py [--users 16 --items 16384 --stream-items 1000000 --workdir DIR] [--quick]``.
+Run: ``python benchmarks/bench_scoring.py [--users 16 --items 16384 --threads 1,2 --repeats 5 --grid-only
+--stream-items 1000000 --workdir DIR] [--quick]``.
 The exports (about 8 GiB for 1M candidates in float16) go to a temporary folder, removed at the end.
 """
 import argparse
 import multiprocessing
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -64,10 +68,39 @@ def best_time(function, repeats):
     return min(times)
 
 
-def bench_grid(folder, n_users, chunk_size, repeats):
+def load_average():
+    return "load %.1f" % os.getloadavg()[0]
+
+
+def matmul_references(a, chunks):
+    """Plain ``torch.matmul`` of the grid's FLOPs in two shapes; the faster is the machine's matmul rate.
+
+    ``chunk``: one product per chunk, ``[U*m, d] @ [d, 2*n*c]`` (a result of U*m x 2*n*c floats, 64 MiB for 16 users
+    and 4096 items). ``blocks``: products of cache-sized item blocks, ``[2*n*b, d] @ [d, U*m]``, b = 64 items (the
+    shape of the grid's own products, without its softmax).
+    """
+    a_t = a.T  # [d, U*m]
+
+    def chunk():
+        for codes in chunks:
+            torch.matmul(a, codes.T)  # [U*m, 2*n*c]
+
+    def blocks():
+        for codes in chunks:
+            for rows in codes.split(2 * N * 64):
+                torch.matmul(rows, a_t)  # [2*n*b, U*m]
+
+    return {"matmul, one product per chunk": chunk, "matmul, 64-item blocks": blocks}
+
+
+def bench_grid(folder, n_users, chunk_size, repeats, threads):
+    """The grid and the plain matmuls of the same FLOPs at each thread count, interleaved ``repeats`` times (the
+    machine is shared: all of them see the same load); medians, and the grid's rate over the best matmul's."""
     store = EmbeddingStore(folder)
     users = [f"U{u}" for u in range(n_users)]
     n_items = store.n_items
+    pairs = n_users * n_items
+    flops = 2 * 2 * M * N * D * pairs
 
     def grid():
         for _ in store.iter_scores(users, chunk_size):
@@ -76,22 +109,35 @@ def bench_grid(folder, n_users, chunk_size, repeats):
     a = store.user_polys(users).reshape(-1, D)  # [U*m, d]
     chunks = [torch.cat([poly, keys], dim=1).reshape(-1, D) for _, poly, keys in store.folders[0].item_chunks(
         chunk_size)]  # [2*n*c, d] each: B and gelu(B W^s) side by side
-
-    def matmul():
-        for chunk in chunks:
-            torch.matmul(a, chunk.T)  # [U*m, 2*n*c]: the same multiply-adds as the grid
-
-    # Interleaved, fastest of each: the machine is shared, so both see the same load.
-    grid_seconds, matmul_seconds = zip(*[(best_time(grid, 1), best_time(matmul, 1)) for _ in range(repeats)])
-    grid_seconds, matmul_seconds = min(grid_seconds), min(matmul_seconds)
-    pairs = n_users * n_items
-    flops = 2 * 2 * M * N * D * pairs
-    print(f"grid: {n_users} users x {n_items} candidates, chunk {chunk_size}: {pairs / grid_seconds:,.0f} pairs/s "
-          f"({flops / grid_seconds / 1e9:.1f} GFLOP/s)", flush=True)
-    print(f"matmul of the same FLOPs ([{n_users * M}, {D}] @ [{D}, {2 * N * chunk_size}] per chunk): "
-          f"{pairs / matmul_seconds:,.0f} pairs/s ({flops / matmul_seconds / 1e9:.1f} GFLOP/s)")
-    print(f"ratio grid / matmul: {matmul_seconds / grid_seconds:.2f} (target >= 0.8)", flush=True)
-    return pairs / grid_seconds
+    runs = {"grid": grid, **matmul_references(a, chunks)}
+    rates = {}
+    for count in threads:
+        torch.set_num_threads(count)
+        before = load_average()
+        wall = {name: [] for name in runs}
+        cpu = {name: [] for name in runs}
+        for function in runs.values():
+            function()  # warm-up
+        for _ in range(repeats):
+            for name, function in runs.items():
+                start_wall, start_cpu = time.perf_counter(), time.process_time()
+                function()
+                wall[name].append(time.perf_counter() - start_wall)
+                cpu[name].append(time.process_time() - start_cpu)
+        print(f"{count} thread(s), {n_users} users x {n_items} candidates, chunk {chunk_size}, {repeats} interleaved "
+              f"repeats ({before} before, {load_average()} after); median wall time, rate, CPU time:", flush=True)
+        for name in runs:
+            seconds = statistics.median(wall[name])
+            print(f"  {name:<30} {seconds:7.3f} s  {pairs / seconds:>12,.0f} pairs/s  {flops / seconds / 1e9:6.1f} "
+                  f"GFLOP/s  (CPU {statistics.median(cpu[name]):.3f} s)")
+        reference = min((name for name in runs if name != "grid"), key=lambda name: statistics.median(wall[name]))
+        ratio = statistics.median(wall[reference]) / statistics.median(wall["grid"])
+        ratios = sorted(r / g for r, g in zip(wall[reference], wall["grid"]))
+        cpu_ratio = statistics.median(cpu[reference]) / statistics.median(cpu["grid"])
+        print(f"  ratio grid / best matmul ({reference}): {ratio:.2f} of the medians (per repeat {ratios[0]:.2f} to "
+              f"{ratios[-1]:.2f}; of CPU times {cpu_ratio:.2f}) (target >= 0.8)", flush=True)
+        rates[count] = pairs / statistics.median(wall["grid"])
+    return rates
 
 
 def bench_reencode(workdir, sample_users, sample_items, repeats):
@@ -199,22 +245,26 @@ def main():
     parser.add_argument("--items", type=int, default=16384, help="candidates in the grid (default: %(default)s)")
     parser.add_argument("--chunk-size", type=int, default=4096,
                         help="grid items per chunk (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved grid/matmul repeats (default: %(default)s)")
     parser.add_argument("--stream-items", type=int, default=1_000_000)
     parser.add_argument("--stream-chunks", default="4096,32768", help="chunk sizes for the 1M stream")
     parser.add_argument("--reencode-users", type=int, default=2)
     parser.add_argument("--reencode-items", type=int, default=32)
     parser.add_argument("--workdir", default=None, help="kept if given; a temporary folder otherwise")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--threads", default=None,
+                        help="torch thread counts for the grid, comma separated, e.g. 1,2 (default: torch's own choice)")
+    parser.add_argument("--grid-only", action="store_true", help="only the grid vs matmul measurement")
     args = parse_args(parser, {"users": 4, "items": 1024, "chunk_size": 512, "repeats": 1, "stream_items": 20_000,
                                "stream_chunks": "4096", "reencode_users": 1, "reencode_items": 4})
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = [int(count) for count in args.threads.split(",")] if args.threads else [torch.get_num_threads()]
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_scoring_")
     try:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; d={D}, m={M}, n={N}", flush=True)
+        print(f"torch {torch.__version__}, {os.cpu_count()} CPUs; d={D}, m={M}, n={N}", flush=True)
         write_random_export(os.path.join(workdir, "grid"), args.items, args.users, "float32", 4096)
-        stored_rate = bench_grid(os.path.join(workdir, "grid"), args.users, args.chunk_size, args.repeats)
+        stored_rate = bench_grid(os.path.join(workdir, "grid"), args.users, args.chunk_size, args.repeats,
+                                 threads)[threads[-1]]
+        if args.grid_only:
+            return
         per_user, per_item = bench_reencode(os.path.join(workdir, "reencode"), args.reencode_users,
                                             args.reencode_items, 1)
         print(f"speed-up of stored scoring: {stored_rate * (per_user + per_item):,.0f}x over re-encoding user and "

@@ -17,7 +17,7 @@ RESULT_LINES = {
     "bench_metrics.py": r"metrics vs torchmetrics per-impression loop .*: \d+x faster",
     "bench_models.py": r"EmbSum\s+[\d,]+\s+[\d.]+\s+[\d.]+\s+[\d.]+",
     "bench_paper_memory.py": r"activations saved for backward: [\d.]+",
-    "bench_scoring.py": r"ratio grid / matmul: [\d.]+",
+    "bench_scoring.py": r"ratio grid / best matmul \(matmul, [^)]+\): [\d.]+ of the medians",
     "bench_summaries.py": r"openai: concurrency 32, 2 server\(s\).* = [\d.]+ users/s",
     "bench_train_step.py": r"ratio EmbSum / bare T5: [\d.]+",
 }

@@ -64,10 +64,42 @@ def test_score_grid_equals_pairs_in_any_chunking():
     for chunk_items in (1, 2, 8):  # 1 item, a few items, all at once
         torch.testing.assert_close(scorer.score_grid(users, items, chunk_items), pairs)
     assert scorer.score_grid(users, items[:0]).shape == (3, 0)
-    keys = scorer.item_keys(items)
-    for block_elements in (1, 2 * 3 * 4 * 2 * 2, 2**20):  # 1 item per block, 2 items, all at once
+    keys = scorer.item_keys(items).detach()
+    # 1 pair per block; 2 users x 32 items (GRID_MIN_BLOCK_ITEMS) per block, the last with 1 user; all at once
+    for block_elements in (1, 2 * 4 * 2 * 32 * 2, 2**20):
         torch.testing.assert_close(poly_score_grid(users, items, keys, block_elements), pairs)
     assert poly_score_grid(users[:0], items, keys).shape == (0, 5)
+
+
+def test_score_grid_in_worker_threads_equals_pairs_and_keeps_the_thread_count():
+    torch.manual_seed(0)
+    scorer = PolyScorer(d_model=8)
+    users, items = torch.randn(3, 4, 8), torch.randn(70, 2, 8)
+    pairs = torch.stack([scorer.score_pairs(users[u : u + 1].expand(70, -1, -1), items) for u in range(3)])
+    keys, block_elements = scorer.item_keys(items).detach(), 2 * 4 * 2 * 32 * 2  # 2 users x 32 items per block
+    threads = torch.get_num_threads()
+    try:
+        grids = {}
+        for count in (1, 2):  # serially; 2 x 3 blocks over 2 worker threads
+            torch.set_num_threads(count)
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # the workers compute as the caller's thread would
+                grids[count, "bf16"] = poly_score_grid(users, items, keys, block_elements)
+            grids[count] = poly_score_grid(users, items, keys, block_elements)
+            assert torch.get_num_threads() == count
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(grids[2], pairs)
+    assert torch.equal(grids[2], grids[1])
+    assert grids[2, "bf16"].dtype == grids[1, "bf16"].dtype and torch.equal(grids[2, "bf16"], grids[1, "bf16"])
+    assert not torch.equal(grids[1, "bf16"].float(), grids[1])
+
+
+def test_score_grid_refuses_inputs_that_want_gradients():
+    users, items = torch.randn(2, 4, 8, requires_grad=True), torch.randn(3, 2, 8)
+    with pytest.raises(ValueError, match="without autograd: call it under torch.no_grad"):
+        poly_score_grid(users, items, items)
+    with torch.no_grad():
+        assert poly_score_grid(users, items, items).shape == (2, 3)
 
 
 def test_score_grid_is_stable_for_large_attention_logits():

@@ -5,9 +5,10 @@
     s   = W^p . K                                          # Eq. (4), the relevance score
 
 `poly_score` broadcasts over leading dimensions and scores aligned pairs ([N] users against [N] items);
-`poly_score_grid` scores every user against every item, one cache-sized block of items at a time (a users x items
-grid, as in evaluation over the catalogue and in serving); `PolyScorer` owns ``W^s`` and exposes both shapes.
+`poly_score_grid` scores every user against every item, one cache-sized block of items x users at a time (a users x
+items grid, as in evaluation over the catalogue and in serving); `PolyScorer` owns ``W^s`` and exposes both shapes.
 """
+import concurrent.futures
 from typing import Optional
 
 import torch
@@ -33,18 +34,45 @@ def poly_score(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys: torc
     return (w_p * k_flat).sum(-1)  # Eq. (4): s = W^p . K
 
 
-GRID_BLOCK_ELEMENTS_PER_THREAD = 2**18  # products per thread and block (1 MiB in float32): stays in a core's cache
+GRID_BLOCK_ELEMENTS = 2**17  # products per block (two 256 KiB float32 tensors): in one core's L2 cache
+GRID_MIN_BLOCK_ITEMS = 32  # fewer users per block rather than blocks of fewer items (a small matmul runs slowly)
+
+
+def _score_block(scores, user_poly, item_poly, item_keys, items: slice, users: slice) -> None:
+    """Eqs. (3)-(4) for the ``users`` x ``items`` block of the grid, written into ``scores`` [U, I]."""
+    m, d = user_poly.shape[1:]
+    n = item_poly.size(1)
+    codes = item_poly[items].flatten(0, 1)  # B of the block's items: [b*n, d]
+    keys = item_keys[items].flatten(0, 1)  # gelu(B W^s): [b*n, d]
+    users_t = user_poly[users].flatten(0, 1).T  # A^T of the block's users side by side: [d, g*m]
+    b, g = codes.size(0) // n, users_t.size(1) // m
+    matching = (codes @ users_t).view(b, n, g, m)  # Eq. (3): K = A B^T of every pair, [b, n, g, m]
+    logits = (keys @ users_t).view(b, n, g, m)  # A gelu(B W^s)^T, [b, n, g, m]
+    top = logits.amax(1).amax(-1, keepdim=True).unsqueeze(1)  # each pair's largest of its m*n logits: [b, 1, g, 1]
+    weights = logits.sub_(top).exp_()  # Eq. (4): W^p before normalising, in place
+    relevance = matching.mul_(weights).sum(1).sum(-1) / weights.sum(1).sum(-1)  # Eq. (4): s = W^p . K, [b, g]
+    scores[users, items] = relevance.T
+
+
+def _one_intra_op_thread():
+    torch.set_num_threads(1)
 
 
 def poly_score_grid(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys: torch.Tensor,
                     block_elements: Optional[int] = None) -> torch.Tensor:
-    """Eqs. (3)-(4) for every user against every item.
+    """Eqs. (3)-(4) for every user against every item, for inference (no autograd graph).
 
-    Items go in blocks. For each block, all users' A is contracted with the block's B and with its gelu(B W^s)
-    (batched over users, reading the item rows where they are, with no copy), which gives each (user, item) pair its
-    m*n matching scores and its m*n attention logits as contiguous rows; the softmax and the weighted sum then run
-    over contiguous memory. No temporary is larger than a block, about ``block_elements`` products (default
-    ``GRID_BLOCK_ELEMENTS_PER_THREAD`` per torch thread), whatever the numbers of users and items.
+    The grid goes in blocks of items x users. In each block one matrix product per equation contracts the block's
+    item codes (B, and gelu(B W^s)) with the codes of all the block's users side by side (A^T), ``[b*n, d] @ [d, g*m]``:
+    wide enough for the machine's matmul rate, where one product per user (``[b*n, d] @ [d, m]``, m = 32 columns)
+    runs at about three quarters of it. The softmax over each pair's m*n logits then runs in place on the block
+    (max, exp, weighted sum over the code axes), so no temporary is larger than a block of about ``block_elements``
+    products (default ``GRID_BLOCK_ELEMENTS``), whatever the numbers of users and items.
+
+    With more than one torch thread, whole blocks go to ``torch.get_num_threads()`` worker threads, each running its
+    blocks on one intra-op thread, instead of splitting each of a block's dozen small operations across threads: every
+    split operation ends in a barrier that waits for the slowest thread, and on a busy machine (a descheduled thread)
+    those waits made two threads several times slower than one.
 
     Args:
         user_poly: A, [U, m, d].
@@ -54,21 +82,34 @@ def poly_score_grid(user_poly: torch.Tensor, item_poly: torch.Tensor, item_keys:
     Returns:
         s, [U, I]. Equal to ``poly_score(A[:, None], B[None], keys[None])`` without materialising per-pair matmuls.
     """
-    n_users, m, d = user_poly.shape
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (user_poly, item_poly, item_keys)):
+        raise ValueError("poly_score_grid scores in place, without autograd: call it under torch.no_grad(), or use "
+                         "poly_score for scores to differentiate")
+    n_users, m, _ = user_poly.shape
     n_items, n, _ = item_poly.shape
-    if block_elements is None:
-        block_elements = GRID_BLOCK_ELEMENTS_PER_THREAD * torch.get_num_threads()
-    block = max(1, block_elements // max(1, 2 * n_users * m * n))  # items per block
-    users_t = user_poly.transpose(1, 2)  # A^T: [U, d, m]
+    per_pair = 2 * m * n  # products a block holds per (user, item) pair: m*n matching scores and m*n logits
+    block_elements = block_elements or GRID_BLOCK_ELEMENTS
+    group = max(1, min(n_users, block_elements // (per_pair * GRID_MIN_BLOCK_ITEMS)))  # users per block
+    block = max(1, block_elements // (per_pair * group))  # items per block
     scores = user_poly.new_empty(n_users, n_items)
-    for start in range(0, n_items, block):
-        stop = min(start + block, n_items)
-        size = stop - start
-        # Eq. (3): A B^T and A gelu(B W^s)^T of every pair; row (u, i) holds the m*n pairs of user u and item i
-        matching = torch.matmul(item_poly[start:stop].reshape(size * n, d), users_t).view(n_users, size, n * m)
-        logits = torch.matmul(item_keys[start:stop].reshape(size * n, d), users_t).view(n_users, size, n * m)
-        weights = torch.softmax(logits, dim=-1)  # Eq. (4): W^p over the m*n pairs, [U, b, nm]
-        scores[:, start:stop] = torch.linalg.vecdot(weights, matching)  # Eq. (4): s = W^p . K
+    blocks = [(slice(start, start + block), slice(first, first + group))
+              for start in range(0, n_items, block) for first in range(0, n_users, group)]
+    threads = torch.get_num_threads()
+    if threads == 1 or len(blocks) < 2 or user_poly.device.type != "cpu":
+        for items, users in blocks:
+            _score_block(scores, user_poly, item_poly, item_keys, items, users)
+        return scores
+    autocast = {"enabled": torch.is_autocast_enabled("cpu"), "dtype": torch.get_autocast_dtype("cpu")}
+
+    def score(block):  # autocast is per thread: the workers compute as the caller would
+        with torch.autocast("cpu", **autocast):
+            _score_block(scores, user_poly, item_poly, item_keys, *block)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(min(threads, len(blocks)), initializer=_one_intra_op_thread) as pool:
+            list(pool.map(score, blocks))
+    finally:
+        torch.set_num_threads(threads)  # the workers' setting also reached MKL's process-wide thread count
     return scores
 
 
@@ -88,9 +129,12 @@ class PolyScorer(nn.Module):
         return poly_score(user_poly, item_poly, self.item_keys(item_poly))
 
     def score_grid(self, user_poly: torch.Tensor, item_poly: torch.Tensor, chunk_items: int = 8192) -> torch.Tensor:
-        """Scores of every user against every item: A [U, m, d] with B [I, n, d] -> [U, I].
+        """Scores of every user against every item: A [U, m, d] with B [I, n, d] -> [U, I], for inference (computed
+        without autograd; ``score_pairs`` is the differentiable form).
 
         ``gelu(B W^s)`` is computed ``chunk_items`` items at a time.
         """
-        scores = [poly_score_grid(user_poly, block, self.item_keys(block)) for block in item_poly.split(chunk_items)]
+        with torch.no_grad():
+            scores = [poly_score_grid(user_poly, block, self.item_keys(block))
+                      for block in item_poly.split(chunk_items)]
         return torch.cat(scores, dim=1) if scores else user_poly.new_zeros(user_poly.size(0), 0)
