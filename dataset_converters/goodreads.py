@@ -9,7 +9,9 @@ Input (`--input DIR`), JSON lines, plain or gzipped:
 Rules:
   * Ratings > 3 are positives (label 1), ratings < 3 negatives (label 0); 3 and 0 ("shelved, not rated") are
     dropped and counted (paper, section 3). The time of a rating is `date_updated` (else `date_added`), in Unix
-    seconds.
+    seconds. A user who rated a book more than once (re-rated it, or the same record read from several genre files,
+    whose books overlap) keeps the latest rating only, so a book is never both a negative and a positive of one
+    user; the others are counted (`repeated_ratings`).
   * category = the most-voted genre of the genre file, subcategory = the second (ties by name); without a genre file
     (or for a book missing from it) category = the genre in the books file name (`goodreads_books_poetry.json.gz`
     -> `poetry`, underscores kept) and subcategory is empty.
@@ -182,23 +184,39 @@ def _rated_users(paths, skip_bad_lines):
 def _read_ratings(paths, errors, stats, users=None):
     """`({user: [(timestamp, book, label)]}, {user: {books rated 3 or 0}})`, users in first-appearance order.
 
-    Ratings 3 and 0 are dropped (counted) but remembered as engaged-with; `users` (a set) keeps only those users.
+    A (user, book) pair rated more than once (a re-rating, or the same record in several genre files, which overlap)
+    keeps its latest rating (on equal times, the one read last) and the others are counted. Ratings 3 and 0 are then
+    dropped (counted) but remembered as engaged-with; `users` (a set) keeps only those users.
     """
-    by_user, unrated = {}, {}
-    dropped = {"rating_3": 0, "rating_0": 0}
-    outside = 0
+    latest = {}  # user -> {book: (timestamp, rating)}
+    outside = replaced = 0
     for path in paths:
         source = Source(path)
         for user, book, rating, timestamp in errors.parse(source, source.lines(), parse_interaction):
             if users is not None and user not in users:
                 outside += 1
                 continue
+            books = latest.setdefault(user, {})
+            if book in books:
+                replaced += 1
+                if timestamp < books[book][0]:
+                    continue
+            books[book] = (timestamp, rating)
+    by_user, unrated = {}, {}
+    dropped = {"rating_3": 0, "rating_0": 0}
+    for user, books in latest.items():
+        for book, (timestamp, rating) in books.items():
             if rating == 3 or rating == 0:
                 dropped[f"rating_{rating}"] += 1
                 unrated.setdefault(user, set()).add(book)
-                continue
-            by_user.setdefault(user, []).append((timestamp, book, rating > 3))
+            else:
+                by_user.setdefault(user, []).append((timestamp, book, rating > 3))
     stats.notes["dropped_ratings"] = dropped
+    stats.notes["repeated_ratings"] = {
+        "count": replaced,
+        "rule": "a (user, book) rated more than once keeps its latest rating (date_updated, else date_added; on "
+                "equal times the one read last); the earlier ones are not read",
+    }
     if users is not None:
         stats.notes["subset"] = {"users": len(users), "ratings_of_other_users": outside}
     return by_user, unrated

@@ -201,6 +201,9 @@ def format_table(report):
                        ("tokens_per_title", "# tokens/title"), ("tokens_per_abstract", "# tokens/abstract")):
         theirs = f"  (paper: {paper[key]})" if paper and key in paper else ""
         lines.append(f"{label:<{width}}  {report[key]:>12}{theirs}")
+    repeated = report.get("repeated_ratings")
+    if repeated and repeated["count"]:
+        lines.append(f"repeated ratings of a (user, book) left out, the latest kept: {repeated['count']}")
     held = report.get("history_only")
     if held:
         lines.append(f"history-only train positives (earliest of each user, not rows): {held['positives']} of "

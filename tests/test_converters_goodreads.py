@@ -18,8 +18,8 @@ UTC = datetime.timezone.utc
 # (user, book, rating, date_updated); local times, the UTC equivalents are in T below.
 RATINGS = [
     ("A", "10", 5, "Mon Jan 02 10:00:00 -0800 2017"),
-    ("A", "30", 3, "Mon Jan 02 11:00:00 -0800 2017"),  # 3: dropped
-    ("A", "20", 1, "Tue Jan 03 10:00:00 -0800 2017"),
+    ("A", "30", 3, "Mon Jan 02 11:00:00 -0800 2017"),  # 3, re-rated 2 below: a negative, not dropped
+    ("A", "20", 1, "Tue Jan 03 10:00:00 -0800 2017"),  # 1, re-rated 4 below: only the later positive counts
     ("B", "20", 0, "Tue Jan 03 12:00:00 +0100 2017"),  # 0: dropped
     ("A", "40", 4, "Wed Jan 04 10:00:00 -0800 2017"),
     ("B", "30", 5, "Thu Jan 05 10:00:00 +0100 2017"),
@@ -75,7 +75,7 @@ def test_rating_rule_time_split_and_histories(tmp_path):
     folder = tmp_path / "out" / "goodreads"
     assert rows(folder, "train") == [
         # A's first train-window positive (10) is history only: no row of its own, in every later history
-        ["train-A", "A", "40", "1", str(T[4]), "10", "20 30"],
+        ["train-A", "A", "40", "1", str(T[4]), "10", "30"],  # 20 is A's test positive, not a train negative
         # B has one train-window positive (kept as a row) and no train negative, and has rated (or shelved: 20)
         # every other book: nothing left to sample
         ["train-B", "B", "30", "1", str(T[5]), "", ""],
@@ -87,14 +87,34 @@ def test_rating_rule_time_split_and_histories(tmp_path):
         ["test-A", "A", "20", "1", str(T[8]), "10 40", ""],
         ["test-B", "B", "40", "0", str(T[9]), "30 10", ""],
     ]
-    assert report["dropped_ratings"] == {"rating_3": 1, "rating_0": 1}
+    assert report["dropped_ratings"] == {"rating_3": 0, "rating_0": 1}
+    assert report["repeated_ratings"]["count"] == 2
     assert report["unknown_ids"] == {"interaction": {"count": 1, "examples": ["99"]}}
     assert report["valid_start"] == "2017-01-07T09:00:00+00:00" and report["test_start"] == "2017-01-08T18:00:00+00:00"
-    assert report["splits"]["train"]["negatives"] == 2 and report["splits"]["test"]["positives"] == 1
+    assert report["splits"]["train"]["negatives"] == 1 and report["splits"]["test"]["positives"] == 1
     assert report["positive_shares"] == {"train": 0.5, "valid": 0.25, "test": 0.25}
     assert (report["history_only"]["users"], report["history_only"]["positives"]) == (1, 1)
     convert(write_goodreads(tmp_path / "raw0"), tmp_path / "all", history_only_share=0.0)
     assert [row[2] for row in rows(tmp_path / "all" / "goodreads", "train")] == ["10", "40", "30"]
+
+
+def test_a_rating_read_again_from_an_overlapping_genre_file_or_re_rated_counts_once(tmp_path, capsys):
+    once = convert(write_goodreads(tmp_path / "once"), tmp_path / "out_once")
+    raw = write_goodreads(tmp_path / "twice")
+    # Genre files overlap (a book in several genres): the same records again in a file read first ("comics" <
+    # "poetry"), and B's book 10 re-rated 1 at an earlier time, which the later 5 of the poetry file replaces.
+    again = [json.dumps({"user_id": u, "book_id": b, "rating": r, "date_added": "", "date_updated": d})
+             for u, b, r, d in RATINGS + [("B", "10", 1, "Fri Jan 06 10:00:00 +0100 2017")]]
+    with open(os.path.join(raw, "goodreads_interactions_comics.json"), "w", encoding="utf-8") as f:
+        f.write("\n".join(again) + "\n")
+    twice = convert(raw, tmp_path / "out_twice")
+    for split in ("train", "valid", "test"):
+        assert rows(tmp_path / "out_twice" / "goodreads", split) == rows(tmp_path / "out_once" / "goodreads", split)
+    assert twice["splits"] == once["splits"] and twice["dropped_ratings"] == once["dropped_ratings"]
+    assert twice["repeated_ratings"]["count"] == once["repeated_ratings"]["count"] + len(RATINGS) + 1
+    from dataset_converters.stats import format_table
+
+    assert f"repeated ratings of a (user, book) left out, the latest kept: {len(RATINGS) + 3}" in format_table(twice)
 
 
 def test_genre_from_file_name_or_genre_file_and_exact_text(tmp_path):
@@ -213,7 +233,12 @@ def test_subset_of_users_and_books_is_seeded_and_exact(tmp_path, synth_goodreads
     assert len(chosen) == 50 and users <= chosen and len(books) == 120
     assert report["subset"]["users"] == 50 and report["subset"]["books"] == 120
     assert report["subset"]["ratings_of_other_users"] == sum(1 for r in lines if r["user_id"] not in chosen)
-    kept = [r for r in lines if r["user_id"] in chosen and r["rating"] not in (0, 3)]
+    latest = {}  # a re-rated (user, book) keeps its latest rating (the synthetic users rate some books twice)
+    for r in lines:
+        key, time = (r["user_id"], r["book_id"]), parse_date(r["date_updated"])
+        if r["user_id"] in chosen and (key not in latest or time >= latest[key][0]):
+            latest[key] = (time, r)
+    kept = [r for _, r in latest.values() if r["rating"] not in (0, 3)]
     assert report["subset"]["ratings_of_other_books"] == sum(1 for r in kept if r["book_id"] not in books)
     _, users_again, books_again = subset("b", max_users=50, max_books=120)
     assert (users_again, books_again) == (users, books)
