@@ -175,9 +175,15 @@ class RunEstimate:
     def ram_bytes():
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
-    def describe(self):
-        step = f"one training step ~{self.step_bytes / GIB:.1f} GiB ({self.settings}), " if self.step_bytes else ""
-        return (f"memory estimate: {step}loaded data ~{self.data_bytes / GIB:.1f} GiB ({self.rows:,} rows); "
+    def describe(self, data=True):
+        """One line: the step (when sized), the loaded data (unless ``data=False``: already said for the same
+        dataset) and the machine; ``""`` when there is nothing left to say."""
+        parts = [f"one training step ~{self.step_bytes / GIB:.1f} GiB ({self.settings})"] if self.step_bytes else []
+        if data:
+            parts.append(f"loaded data ~{self.data_bytes / GIB:.1f} GiB ({self.rows:,} rows)")
+        if not parts:
+            return ""
+        return (f"memory estimate: {', '.join(parts)}; "
                 f"this machine: {self.device_bytes / GIB:.1f} GiB {self.device_kind}")
 
     def advice(self):

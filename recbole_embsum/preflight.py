@@ -141,25 +141,30 @@ def check_backbone(config):
                     {"local": "local folder", "cache": "Hugging Face cache", "hub": "Hugging Face hub"}[where])
 
 
-def check_memory(config, embsum=True):
-    """Log a warning naming the knobs when one training step plus the loaded data exceed the machine's memory."""
+def check_memory(config, embsum=True, describe_data=True):
+    """Log the estimate (``describe_data=False``: without the loaded data, when an earlier line of the same run
+    said it, as for the second and later models of a comparison), and a warning naming the knobs when one training
+    step plus the loaded data exceed the machine's memory."""
     from recbole_embsum import memory
 
     estimate = memory.estimate_run(config, embsum=embsum)
-    logger.info("preflight: %s", estimate.describe())
+    line = estimate.describe(data=describe_data)
+    if line:
+        logger.info("preflight: %s", line)
     if estimate.exceeds_device():
         logger.warning("preflight: %s", estimate.advice())
 
 
-def check_run(config):
-    """Every check above for the run ``config`` describes; raises PreflightError, logs warnings."""
+def check_run(config, describe_data=True):
+    """Every check above for the run ``config`` describes; raises PreflightError, logs warnings.
+    ``describe_data``: see :func:`check_memory`."""
     check_dataset(config)
     embsum = _is_embsum(config)
     if embsum:
         check_embsum_files(config)
     if _reads_plm(config):
         check_backbone(config)
-    check_memory(config, embsum=embsum)
+    check_memory(config, embsum=embsum, describe_data=describe_data)
 
 
 def check(model, dataset, config_file_list=None, config_dict=None):

@@ -1,5 +1,6 @@
 """`recbole-embsum compare`: same splits for every model, failures reported, files written atomically."""
 import csv
+import logging
 import statistics
 
 import numpy as np
@@ -113,6 +114,15 @@ def test_a_dataset_that_was_not_converted_stops_before_anything_trains(tiny_impr
     assert f"no converted dataset 'TINY' under {tiny_impressions}/ (found: tiny)" in error
     assert len(error.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_memory_estimate_of_the_shared_data_is_logged_once(tiny_impressions, caplog):  # noqa: F811
+    specs = compare.model_specs(["Pop", "BPR"]) + [compare.RunSpec("BPR 16", "BPR", {"embedding_size": 16})]
+    config_dict = {**DATASET_SETTINGS, "data_path": str(tiny_impressions), "seed": 7}
+    with caplog.at_level(logging.INFO):
+        compare.check_plan(specs, "tiny", None, config_dict)
+    estimates = [record.getMessage() for record in caplog.records if "memory estimate" in record.getMessage()]
+    assert len(estimates) == 1 and "loaded data" in estimates[0], estimates
 
 
 def test_overrides_and_model_lists():

@@ -154,8 +154,8 @@ def check_plan(specs, dataset, config_file_list, config_dict):
                 f"{'history' if key.startswith('MAX') else 'rows'}: set it once for all, e.g. "
                 f"--{key}={min(values.values())}"
             )
-    for config in configs:
-        preflight.check_run(config)
+    for position, config in enumerate(configs):  # the same data for every model: its estimate is logged once
+        preflight.check_run(config, describe_data=position == 0)
     return negatives
 
 
