@@ -107,12 +107,14 @@ def model_config(model_name, data_path, overrides, sizes):
 
     from recbole_embsum.text.backbone import plm_model_type
 
-    config = Config(model=model_name, dataset="mind", config_dict={"data_path": data_path, **overrides})
+    without_sizes = {key: value for key, value in overrides.items() if key != "plm_config"}
+    config = Config(model=model_name, dataset="mind", config_dict={"data_path": data_path, **without_sizes})
     if not config["plm"]:
         return config, None
     family = plm_model_type(config)
+    plm_config = {**(config["plm_config"] or {}), **sizes[family]}  # the packaged one's other fields (token types)
     config = Config(model=model_name, dataset="mind", config_dict={
-        "data_path": data_path, **overrides, "plm_init": "scratch", "plm_config": sizes[family]})
+        "data_path": data_path, **overrides, "plm_init": "scratch", "plm_config": plm_config})
     return config, family
 
 

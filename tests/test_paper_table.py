@@ -39,7 +39,7 @@ def tiny_table(load_table=paper_table.load_table):
         family = settings.get("plm_config") or (TINY_BACKBONES["d_ff"] if model == "EmbSum" else None)
         if family:
             kind = next(key for key in TINY_BACKBONES if key in family)
-            table["presets"]["cpu-small"]["models"][model] = {**settings, "plm_config": TINY_BACKBONES[kind]}
+            table["presets"]["cpu-small"]["models"][model] = {**settings, "plm_config": {**family, **TINY_BACKBONES[kind]}}
     return table
 
 
