@@ -108,7 +108,10 @@ def t5_sizes(config, vocab_size=32128):
     readable, else t5-small's."""
     fields = {"d_model": 512, "d_ff": 2048, "d_kv": 64, "num_heads": 8, "num_layers": 6, "num_decoder_layers": None}
     if config["plm_init"] == "scratch":
-        fields.update({key: value for key, value in (config["plm_config"] or {}).items() if key in fields})
+        from recbole_embsum.text.backbone import family_plm_config
+
+        sizes = family_plm_config(config["plm_config"], "t5")
+        fields.update({key: value for key, value in sizes.items() if key in fields})
         vocab_size = config["tokenizer_vocab_size"] or vocab_size
     else:
         path = os.path.join(str(config["plm"]), "config.json")

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from transformers import AutoConfig
 
 from recbole_embsum.text.backbone import (BERT_SCHEME, ROBERTA_SCHEME, T5_SCHEME, load_plm, tokenizer_cache_dir,
                                           tokenizer_cache_key)
@@ -92,3 +93,27 @@ def test_plm_that_cannot_be_loaded_and_sizes_of_another_family_fail_in_one_line(
         load_plm(_config(tmp_path, "roberta", plm="gpt2", plm_config={}), lambda: iter(CORPUS))
     with pytest.raises(ValueError, match="kind must be one of"):
         load_plm(_config(tmp_path, "roberta"), lambda: iter(CORPUS), "decoder")
+
+
+def test_one_plm_config_with_an_entry_per_family_serves_every_backbone(tmp_path):
+    """A preset names sizes per model type (the cpu-small preset does), so EmbSum's T5 and a RoBERTa baseline both
+    run from one file; a family without an entry, or entries mixed with bare fields, stop in one line."""
+    from recbole.config import Config
+
+    from recbole_embsum.text.backbone import family_plm_config
+
+    per_family = {family: SIZES[family] for family in ("roberta", "bert")}
+    model, _ = load_plm(_config(tmp_path, "bert", plm_config=per_family), lambda: iter(CORPUS))
+    assert model.config.model_type == "bert" and model.config.hidden_size == 32
+    assert family_plm_config(SIZES["bart"], "bart") == SIZES["bart"]  # bare fields are used as they are
+    with pytest.raises(ValueError, match=r"plm_config has sizes for roberta, bert but this model's backbone is 'bart'"):
+        load_plm(_config(tmp_path, "bart", plm_config=per_family), lambda: iter(CORPUS), "seq2seq")
+    with pytest.raises(ValueError, match=r"plm_config mixes per-family entries \(roberta\) with fields \(hidden_size\)"):
+        family_plm_config({"roberta": SIZES["roberta"], "hidden_size": 8}, "roberta")
+
+    preset = Config(model="EmbSum", dataset="mind", config_file_list=["cpu-small"],
+                    config_dict={"data_path": str(tmp_path)})["plm_config"]
+    assert family_plm_config(preset, "t5")["d_model"] == 64  # EmbSum's T5 of the cpu-small preset
+    for family in ("roberta", "bert", "bart"):  # every PLM baseline's family has valid fields there
+        config = AutoConfig.for_model(family, **family_plm_config(preset, family))
+        assert config.hidden_size == 64

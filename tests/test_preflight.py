@@ -166,7 +166,7 @@ def test_presets_by_file_name_or_key_sit_below_every_user_value(data_root):
 
     by_name = Config(model="EmbSum", dataset="mind", config_file_list=["cpu-small"],
                      config_dict={"data_path": str(data_root)})
-    assert by_name["plm_init"] == "scratch" and by_name["plm_config"]["d_model"] == 64
+    assert by_name["plm_init"] == "scratch" and by_name["plm_config"]["t5"]["d_model"] == 64
     assert by_name["item_template"].startswith("News Title")  # the packaged dataset yaml still applies
     by_key = Config(model="EmbSum", dataset="mind",
                     config_dict={"data_path": str(data_root), "embsum_preset": "cpu-small", "epochs": 1})

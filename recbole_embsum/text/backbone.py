@@ -211,7 +211,7 @@ def plm_model_type(config) -> str:
     """The transformers ``model_type`` of a scratch PLM: ``plm_config.model_type`` when given, else the longest
     known model type in the ``plm`` name (``roberta-base`` -> roberta, ``facebook/bart-base`` -> bart), as
     ``AutoConfig`` falls back to for a name without a config."""
-    given = (config["plm_config"] or {}).get("model_type")
+    given = (config["plm_config"] or {}).get("model_type")  # flat fields only; per-family entries name no model_type
     if given:
         if given not in CONFIG_MAPPING:
             raise ValueError(f"plm_config.model_type {given!r} is not a transformers model type (e.g. roberta, bert, "
@@ -223,6 +223,27 @@ def plm_model_type(config) -> str:
         raise ValueError(f"plm_init: scratch cannot tell the model family from plm={config['plm']!r}; set "
                          f"plm_config.model_type (one of {', '.join(sorted(SCRATCH_SCHEMES))})")
     return max(matches, key=len)
+
+
+def family_plm_config(plm_config: Optional[dict], model_type: str) -> dict:
+    """The ``plm_config`` fields for a ``model_type`` backbone.
+
+    ``plm_config`` is either the fields themselves (``{hidden_size: 64, ...}``) or, so that one file (a preset) serves
+    every model whatever its backbone family, a mapping from transformers model types to fields
+    (``{t5: {d_model: 64, ...}, roberta: {hidden_size: 64, ...}}``), of which the ``model_type`` entry is used.
+    """
+    plm_config = dict(plm_config or {})
+    families = [key for key, value in plm_config.items() if key in CONFIG_MAPPING and isinstance(value, dict)]
+    if not families:
+        return plm_config
+    if len(families) != len(plm_config):
+        fields = sorted(set(plm_config) - set(families))
+        raise ValueError(f"plm_config mixes per-family entries ({', '.join(families)}) with fields "
+                         f"({', '.join(fields)}); give either fields or one entry per model type")
+    if model_type not in plm_config:
+        raise ValueError(f"plm_config has sizes for {', '.join(families)} but this model's backbone is {model_type!r}; "
+                         f"add a `{model_type}:` entry with its fields, or set plm_init: pretrained")
+    return dict(plm_config[model_type])
 
 
 def _checked_sizes(defaults, plm_config: Optional[dict]) -> dict:
@@ -303,14 +324,15 @@ def load_plm(config, corpus: Callable[[], Iterable[str]], kind: str = "encoder")
                              f"{model_type!r}; set plm_config.model_type to one of them or use plm_init: pretrained")
         tokenizer = load_or_train_tokenizer(config["data_path"], config["dataset"], corpus,
                                             config["tokenizer_vocab_size"], SCRATCH_SCHEMES[model_type])
-        model = build_scratch_plm(model_type, tokenizer, config["plm_config"], kind)
+        model = build_scratch_plm(model_type, tokenizer, family_plm_config(config["plm_config"], model_type), kind)
     _maybe_checkpoint(model, config)
     return model, tokenizer
 
 
 def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForConditionalGeneration, object]:
     """EmbSum's T5: ``(t5, tokenizer)`` as :func:`load_plm` loads a model, with the ``[SOS]`` token added (and the
-    embedding matrix grown for it when a pretrained vocabulary lacks it); ``plm_config`` holds T5Config fields."""
+    embedding matrix grown for it when a pretrained vocabulary lacks it); ``plm_config`` holds T5Config fields (or a
+    ``t5:`` entry of them, see :func:`family_plm_config`)."""
     plm_init = config["plm_init"]
     _check_plm_init(plm_init)
     if plm_init == "pretrained":
@@ -323,6 +345,6 @@ def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForCon
         tokenizer = load_or_train_tokenizer(config["data_path"], config["dataset"], corpus,
                                             config["tokenizer_vocab_size"], T5_SCHEME)
         add_item_start_token(tokenizer)
-        t5 = build_scratch_t5(tokenizer, config["plm_config"])
+        t5 = build_scratch_t5(tokenizer, family_plm_config(config["plm_config"], "t5"))
     _maybe_checkpoint(t5, config)
     return t5, tokenizer
