@@ -218,6 +218,9 @@ class Store:
             raise StoreFormatError(f"{self.path}: the store's arrays disagree with its manifest (an interrupted copy?); "
                                    f"convert the dataset again with `recbole-embsum convert ... --overwrite`")
 
+    def __reduce__(self):
+        return Store, (self.path,)  # pickled by path: unpickling maps the arrays again instead of copying them
+
     def split_groups(self, split):
         if split not in self.splits:
             raise StoreFormatError(f"{self.path}: the store has no split {split!r} (it has {sorted(self.splits)})")

@@ -17,7 +17,8 @@ same batches as from the inline layout (format 1):
   negatives, drawn without replacement by a generator seeded with ``seed`` (all of them, in stored order, when the
   row has at most K, or when ``train_neg_num`` is not set and K is the widest row).
 
-The big arrays stay memory-mapped, so DDP ranks on one machine share one copy through the page cache.
+The big arrays stay memory-mapped, so DDP ranks on one machine share one copy through the page cache; the per-row
+columns are built once per machine and mapped by every rank there too (``shared_dataset.py``).
 """
 import logging
 

@@ -60,9 +60,10 @@ import recbole.quick_start.quick_start  # noqa: E402
 import recbole.trainer.trainer  # noqa: E402
 import recbole.utils  # noqa: E402
 import recbole.utils.utils  # noqa: E402
+from recbole.data.interaction import Interaction  # noqa: E402
 from recbole.utils import FeatureType  # noqa: E402
 
-from recbole_embsum import compact_store  # noqa: E402
+from recbole_embsum import compact_store, shared_dataset  # noqa: E402
 
 # The packages RecBole's get_model searches, in its own order (recbole/utils/utils.py:get_model).
 MODEL_SUBMODULES = (
@@ -236,7 +237,8 @@ def _create_dataset(config):
     saved = named
     config["dataset_save_path"] = os.path.join(config["checkpoint_dir"], f".no-cache-{os.getpid()}-{id(config)}")
     try:
-        return _recbole_create_dataset(config)  # finds no file there: builds the dataset from the atomic files
+        # finds no file there: builds the dataset from the atomic files (once per machine under DDP, section 11)
+        return shared_dataset.create_dataset(config, _recbole_create_dataset)
     finally:
         config["dataset_save_path"] = saved
 
@@ -485,7 +487,6 @@ def install_recent_history_cut():
 # Dataset (and so every model's dataset class) load it and attach both fields to each batch in `join`, where RecBole
 # already attaches user and item features (recbole_embsum/compact_store.py). Without a store, nothing changes.
 _recbole_remap = recbole.data.dataset.dataset.Dataset._remap
-_recbole_change_feat_format = recbole.data.dataset.dataset.Dataset._change_feat_format
 _recbole_join = recbole.data.dataset.dataset.Dataset.join
 _recbole_benchmark_presets = recbole.data.dataset.sequential_dataset.SequentialDataset._benchmark_presets
 
@@ -506,11 +507,17 @@ def _check_inline_history(dataset, token, dataset_path):
 
 
 def _remap(dataset, remap_list):
-    return compact_store.remap(dataset, remap_list, _recbole_remap)
+    compact_store.remap(dataset, remap_list, _recbole_remap)
+    plain_token_keys(dataset)  # section 11 (c)
 
 
 def _change_feat_format(dataset):
-    _recbole_change_feat_format(dataset)
+    """RecBole's conversion of every DataFrame feature to an Interaction, leaving features that already are one (a
+    dataset shared between DDP ranks arrives converted, ``shared_dataset``); then the store's hidden row column."""
+    for feat_name in dataset.feat_name_list:
+        feat = getattr(dataset, feat_name)
+        if not isinstance(feat, Interaction):
+            setattr(dataset, feat_name, dataset._dataframe_to_interaction(feat))
     compact_store.attach_rows(dataset)
 
 
@@ -575,6 +582,63 @@ def install_training_label_check():
     recbole.data.dataset.dataset.Dataset._load_inter_feat = _load_inter_feat_checking_labels
 
 
+# --- 11. Every DDP rank loads the dataset and every dataloader lists its row indices --------------------------------
+# (a) recbole.quick_start.run spawns nproc processes that each run create_dataset: every rank parses the .inter files
+# and holds its own copy of every per-row column, so 4 ranks on one machine need 4 times the memory of one. The
+# create_dataset of section 2 lets each machine's first rank build a dataset with a history store once and the other
+# ranks map its columns (shared_dataset.py); _change_feat_format above leaves such an already converted inter_feat.
+# (b) AbstractDataLoader.__init__ hands torch's DataLoader list(range(sample_size)) as its dataset (and under DDP a
+# second such list to DistributedSampler): ~36 bytes per row per list, as much as the dataset's own columns. A range
+# is the same sequence (len, indexing) in constant memory; the method below is RecBole's with range for list.
+# (c) Dataset._remap builds each field2token_id dict from a numpy unicode array, so its keys are numpy.str_ scalars:
+# ~65 MiB instead of ~10 MiB for MIND-small's 120k item, user and impression tokens once unpickled in another rank, and
+# more than plain str in any process. The keys become plain str (equal and hashing alike, so every lookup is the same);
+# fields that share one dict (aliases) keep sharing it.
+def plain_token_keys(dataset):
+    converted = {}
+    for field, token_id in dataset.field2token_id.items():
+        if id(token_id) not in converted:
+            plain = token_id
+            if any(type(token) is not str for token in token_id):
+                plain = {str(token): index for token, index in token_id.items()}
+            converted[id(token_id)] = plain
+        dataset.field2token_id[field] = converted[id(token_id)]
+
+
+import recbole.data.dataloader.abstract_dataloader  # noqa: E402
+from recbole.data.transform import construct_transform  # noqa: E402
+from recbole.utils import ModelType  # noqa: E402
+
+_recbole_dataloader_init = recbole.data.dataloader.abstract_dataloader.AbstractDataLoader.__init__
+
+
+@functools.wraps(_recbole_dataloader_init)
+def _dataloader_init(self, config, dataset, sampler, shuffle=False):
+    self.shuffle = shuffle
+    self.config = config
+    self._dataset = dataset
+    self._sampler = sampler
+    self._batch_size = self.step = self.model = None
+    self._init_batch_size_and_step()
+    index_sampler = None
+    self.generator = torch.Generator()
+    self.generator.manual_seed(config["seed"])
+    self.transform = construct_transform(config)
+    self.is_sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+    if not config["single_spec"]:
+        index_sampler = torch.utils.data.distributed.DistributedSampler(
+            range(self.sample_size), shuffle=shuffle, drop_last=False)
+        self.step = max(1, self.step // config["world_size"])
+        shuffle = False
+    torch.utils.data.DataLoader.__init__(
+        self, dataset=range(self.sample_size), batch_size=self.step, collate_fn=self.collate_fn,
+        num_workers=config["worker"], shuffle=shuffle, sampler=index_sampler, generator=self.generator)
+
+
+def install_range_indices():
+    recbole.data.dataloader.abstract_dataloader.AbstractDataLoader.__init__ = _dataloader_init
+
+
 # --- 8. transformers renamed gradient_checkpointing_enable --------------------------------------------------------------
 # transformers 5.x calls it activation_checkpointing_enable and emits a FutureWarning for the old name on every run
 # with gradient_checkpointing: True; the releases setup.py still allows (>= 4.40) have only the old name.
@@ -598,3 +662,4 @@ def apply():
     install_compact_store()
     install_recent_history_cut()
     install_training_label_check()
+    install_range_indices()

@@ -14,6 +14,7 @@ import recbole.utils.utils
 import torch
 from recbole.config import Config
 import recbole.data
+import recbole.data.dataloader.abstract_dataloader
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_seed
 
@@ -331,3 +332,57 @@ def test_each_known_warning_is_still_emitted_upstream_and_silenced_only_for_its_
                 warnings.warn_explicit(message, spec["category"], "x.py", 1, module="recbole_embsum.anything")
         warnings.warn_explicit("unclosed file <_io.TextIOWrapper name='log/EmbSum/run.log' mode='a' encoding='UTF-8'>",
                                ResourceWarning, "x.py", 1, module="logging")
+
+
+# --- one dataset per machine under DDP; row indices; vocabulary keys (section 11) -----------------------------------
+def test_recbole_dataloaders_list_their_row_indices_and_ours_hold_a_range(mind_dataset, monkeypatch):
+    data_path, name = mind_dataset
+    config = Config(model="EmbSum", dataset=name, config_dict={"data_path": data_path, "seed": 0})
+
+    def batches(loaders):  # eval loaders yield (interaction, ...) tuples
+        return [[{k: v.clone() for k, v in (batch[0] if isinstance(batch, tuple) else batch).interaction.items()}
+                 for batch in loader] for loader in loaders]
+
+    ours = data_preparation(config, create_dataset(config))
+    assert all(type(loader.sampler.data_source) is range for loader in ours)
+    # Needed: RecBole's own __init__ hands torch a list of every row index (~36 bytes a row).
+    monkeypatch.setattr(recbole.data.dataloader.abstract_dataloader.AbstractDataLoader, "__init__",
+                        compat._recbole_dataloader_init)
+    theirs = data_preparation(config, create_dataset(config))
+    assert all(type(loader.sampler.data_source) is list for loader in theirs)
+    init_seed(0, True)
+    ours_batches = batches(ours)
+    init_seed(0, True)
+    theirs_batches = batches(theirs)
+    assert len(ours_batches[0]) > 1
+    for mine, upstream in zip(ours_batches, theirs_batches):  # same order, same rows (shuffled train included)
+        assert len(mine) == len(upstream)
+        for a, b in zip(mine, upstream):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_vocabulary_keys_are_plain_strings_shared_by_aliases_and_look_up_alike(mind_dataset):
+    dataset = _load("EmbSum", mind_dataset)
+    token_id = dataset.field2token_id
+    assert all(type(token) is str for mapping in token_id.values() for token in mapping)
+    assert token_id["item_id"] is token_id["item_id_list"] is token_id["neg_items"]
+    tokens = dataset.field2id_token["item_id"][1:6]  # numpy str_ tokens, as RecBole's own code passes them
+    assert list(dataset.token2id("item_id", tokens)) == [1, 2, 3, 4, 5]
+    assert dataset.token2id("user_id", str(dataset.field2id_token["user_id"][3])) == 3
+    # Needed: RecBole builds the dicts from a numpy unicode array, so its keys are numpy.str_ scalars.
+    import numpy as np
+
+    upstream = {t: i for i, t in enumerate(np.array(["[PAD]", "N1"]))}
+    assert all(type(token) is np.str_ for token in upstream)
+
+
+def test_a_pickled_store_maps_its_files_again_instead_of_carrying_them(mind_dataset):
+    from dataset_converters.store import open_store
+
+    data_path, name = mind_dataset
+    store = open_store(os.path.join(data_path, name), name)
+    blob = pickle.dumps(store)
+    assert len(blob) < 1000 < store.history.nbytes
+    copy = pickle.loads(blob)
+    assert copy.path == store.path and isinstance(copy.history, __import__("numpy").memmap)
+    assert (copy.history == store.history).all() and (copy.items == store.items).all()
