@@ -142,3 +142,22 @@ def test_collector_resets_between_evaluations(tiny_impressions, tmp_path):
     assert "rec.score" not in trainer.eval_collector.data_struct
     second = trainer.evaluate(test_data, load_best_model=False)
     assert second == first
+
+
+def test_collected_chunks_become_one_tensor_equal_to_torch_cat_and_are_released():
+    import weakref
+
+    from recbole_embsum.evaluation.collector import ChunkedDataStruct
+
+    struct = ChunkedDataStruct()
+    batches = [torch.tensor([0.5, 0.25], dtype=torch.float32), torch.tensor([1.5], dtype=torch.float64),
+               torch.tensor([2.0, 3.0, 4.0], dtype=torch.float32)]
+    for batch in batches:
+        struct.update_tensor("rec.score", batch)
+        struct.update_tensor("rec.items", torch.arange(len(batch) * 2).reshape(len(batch), 2))  # [B, 2]
+    held = [weakref.ref(chunk) for chunk in struct._chunks["rec.score"]]
+    struct.consolidate()
+    score = struct.get("rec.score")
+    assert score.dtype == torch.float64 and torch.equal(score, torch.cat(batches))
+    assert torch.equal(struct.get("rec.items"), torch.cat([torch.arange(n * 2).reshape(n, 2) for n in (2, 1, 3)]))
+    assert all(ref() is None for ref in held)  # the collected copies are gone: the rows are held once

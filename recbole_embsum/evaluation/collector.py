@@ -3,12 +3,14 @@
 RecBole's Collector fills a fixed set of keys, so per-impression metrics cannot see which impression a row belongs
 to. It also grows every key with ``torch.cat`` per batch (quadratic copying: ~660 batches for MIND-small dev) and
 hands the trainer a ``deepcopy`` of everything at the end, so all rows are held twice. Here batches are kept as
-chunks, concatenated once per key when the evaluation ends, and the per-evaluation keys are handed over (moved, not
-copied); keys that outlive an evaluation (``data.num_items`` ...) are still copied, as RecBole does.
+chunks, copied once per key into one tensor when the evaluation ends (each chunk released as it is copied, so the
+rows are never held twice), and the per-evaluation keys are handed over (moved, not copied); keys that outlive an
+evaluation (``data.num_items`` ...) are still copied, as RecBole does.
 
 Install it on any trainer: ``trainer.eval_collector = ImpressionCollector(config)``.
 """
 import copy
+import functools
 
 import torch
 from recbole.evaluator.collector import Collector, DataStruct
@@ -33,11 +35,19 @@ class ChunkedDataStruct(DataStruct):
         return key in self._chunks or super().__contains__(key)
 
     def consolidate(self):
-        """Concatenate every chunked key into one CPU tensor (peak: one key's rows twice, briefly)."""
+        """Concatenate every chunked key into one CPU tensor, releasing each chunk once it is copied, so the rows are
+        held once (plus one batch) rather than twice as by ``torch.cat``."""
         for name in list(self._chunks):
             chunks = self._chunks.pop(name)
-            self._data_dict[name] = torch.cat(chunks, dim=0).cpu()
-            del chunks
+            dtype = functools.reduce(torch.promote_types, (chunk.dtype for chunk in chunks))  # as torch.cat
+            out = torch.empty((sum(len(chunk) for chunk in chunks), *chunks[0].shape[1:]), dtype=dtype)
+            chunks.reverse()
+            start = 0
+            while chunks:
+                chunk = chunks.pop()  # the last reference: freed after the copy
+                out[start:start + len(chunk)] = chunk
+                start += len(chunk)
+            self._data_dict[name] = out
 
 
 class ImpressionCollector(Collector):
