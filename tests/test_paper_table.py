@@ -15,32 +15,23 @@ from recbole_embsum.evaluation.run_store import RunStore
 
 TABLE1_MODELS = ["NAML", "NRMS", "Fastformer", "CAUM", "MINS", "NAMLPLM", "UNBERT", "MINER", "UniTRec", "EmbSum"]
 # Test-only sizes on top of the cpu-small preset: one epoch of tiny models, 8 history items (seconds per model);
-# the backbones' sizes per family in TINY_BACKBONES (plm_config fields differ between families).
+# backbone sizes per family, as the preset gives them.
+TINY_BACKBONES = {
+    "t5": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8},
+    "roberta": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
+    "bert": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
+    "bart": {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+             "decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32},
+}
 TINY = {
-    "epochs": 1, "state": "ERROR", "show_progress": False, "MAX_ITEM_LIST_LENGTH": 8, "tokenizer_vocab_size": 300, "upe_codes": 4, "cpe_codes": 2, "title_max_tokens": 8, "abstract_max_tokens": 8,
+    "epochs": 1, "state": "ERROR", "show_progress": False, "MAX_ITEM_LIST_LENGTH": 8, "tokenizer_vocab_size": 300,
+    "plm_config": TINY_BACKBONES,
+    "upe_codes": 4, "cpe_codes": 2, "title_max_tokens": 8, "abstract_max_tokens": 8,
     "summary_max_tokens": 16, "word_embedding_size": 16, "attention_heads": 2, "attention_head_size": 8,
     "query_dim": 8, "hidden_size": 16, "cnn_filters": 16, "category_embedding_size": 8, "news_embedding_size": 16,
     "user_attention_heads": 2, "user_attention_hidden": [16, 8], "entity_attention_heads": 2,
     "entity_attention_head_size": 4, "gru_channels": 2,
 }
-
-TINY_BACKBONES = {
-    "d_ff": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8},
-    "hidden_size": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
-    "encoder_layers": {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
-                       "decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32},
-}
-
-
-def tiny_table(load_table=paper_table.load_table):
-    """The packaged table with every cpu-small backbone (EmbSum's T5 and each baseline's own family) made tiny."""
-    table = load_table()
-    for model, settings in table["presets"]["cpu-small"]["models"].items():
-        family = settings.get("plm_config") or (TINY_BACKBONES["d_ff"] if model == "EmbSum" else None)
-        if family:
-            kind = next(key for key in TINY_BACKBONES if key in family)
-            table["presets"]["cpu-small"]["models"][model] = {**settings, "plm_config": {**family, **TINY_BACKBONES[kind]}}
-    return table
 
 
 def test_the_paper_numbers_are_transcribed_with_both_tables_and_datasets():
@@ -76,8 +67,7 @@ def test_plan_runs_every_registered_model_and_the_four_ablations():
     assert by_label["EmbSum wo UPE"].defaults == {"embsum_preset": "paper"}
     assert by_label["NAML"].defaults == {}  # the baselines' packaged (reference) settings
     assert all(spec.defaults["embsum_preset"] == "cpu-small" for spec in paper_table.plan(table, "cpu-small")[0])
-    small = table["presets"]["cpu-small"]["models"]
-    assert small["UNBERT"]["plm_config"]["hidden_size"] == small["UniTRec"]["plm_config"]["d_model"] == 64
+    assert table["presets"]["cpu-small"]["models"]["MINER"] == {"warmup_ratio": 0.0, "learning_rate": 0.003}
     with pytest.raises(ValueError, match="no paper-table settings named 'gpu-huge'; choose one of paper, cpu-small"):
         paper_table.plan(table, "gpu-huge")
 
@@ -145,7 +135,6 @@ def _tables(text, number):
 def test_paper_table_cpu_small_writes_both_tables_and_a_rerun_trains_nothing(small_mind, tmp_path, monkeypatch,
                                                                               capsys, caplog):
     monkeypatch.chdir(tmp_path)  # RecBole's trainers write log_tensorboard/ in the working directory
-    monkeypatch.setattr(paper_table, "load_table", tiny_table)
     data_path, dataset = small_mind
     output = tmp_path / "out"
     argv = ["compare", "--paper-table", "--preset", "cpu-small", "--dataset", dataset, "--data-path", data_path,
