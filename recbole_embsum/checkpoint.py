@@ -275,8 +275,20 @@ def restore_rng_of_this_rank(states, config, loader=None):
 
 
 # ------------------------------------------------------------------------------------------------ read / write
+def _scratch_tokenizer(model):
+    """The record of the scratch tokenizer ``model`` was built with (plain data, see
+    ``text.backbone.scratch_tokenizer_record``), or None (a pretrained tokenizer, or a model without one)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    from recbole_embsum.text.backbone import scratch_tokenizer_record
+
+    return scratch_tokenizer_record(tokenizer)
+
+
 def model_checkpoint(model, config):
-    """A checkpoint of ``model`` built with ``config`` (RecBole Config) that :func:`load_data_and_model` reads."""
+    """A checkpoint of ``model`` built with ``config`` (RecBole Config) that :func:`load_data_and_model` reads;
+    ``tokenizer`` carries a scratch tokenizer itself, so the model reloads with it whatever the data's text is then."""
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -284,7 +296,22 @@ def model_checkpoint(model, config):
         "settings": config_settings(config),
         "state_dict": model.state_dict(),
         "other_parameter": storable(model.other_parameter()),
+        "tokenizer": _scratch_tokenizer(model),
     }
+
+
+def _restore_tokenizer(checkpoint, config, path):
+    """Put ``checkpoint``'s scratch tokenizer into the dataset's tokenizer cache; returns its folder name (None when
+    the checkpoint has none)."""
+    record = checkpoint.get("tokenizer")
+    if not record:
+        return None
+    from recbole_embsum.text.backbone import restore_scratch_tokenizer
+
+    try:
+        return restore_scratch_tokenizer(config["data_path"], config["dataset"], record)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
 
 
 def trainer_state(trainer, epoch, loader=None):
@@ -365,6 +392,9 @@ def load_data_and_model(model_file):
     model_file = os.fspath(model_file)
     checkpoint = load(model_file)
     config = rebuild_config(checkpoint, model_file)
+    tokenizer = _restore_tokenizer(checkpoint, config, model_file)
+    if tokenizer:  # the tokenizer the weights were trained with, even if the dataset's text has changed since
+        config["scratch_tokenizer"] = tokenizer
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logging.getLogger().info(config)
@@ -403,6 +433,13 @@ def resume(trainer, path):
     if str(settings.get("model", "")).lower() != str(trainer.config["model"]).lower():
         raise CheckpointError(f"{path} was trained as {settings.get('model')}, this run is "
                               f"{trainer.config['model']}; pass a checkpoint of the same model")
+    built = _scratch_tokenizer(trainer.model)
+    recorded = state.get("tokenizer")
+    if recorded and built and recorded.get("name") != built["name"]:
+        name = _restore_tokenizer(state, trainer.config, path)
+        raise CheckpointError(f"{path} was trained with the scratch tokenizer {name} and this run built {built['name']} "
+                              f"from the dataset's current text; run again with --scratch_tokenizer={name} (now in the "
+                              f"dataset's tokenizer cache) to resume with the checkpoint's tokenizer")
     changes = _settings_changes(settings.get("values", {}), config_settings(trainer.config)["values"])
     if changes:
         trainer.logger.warning("resuming %s with other settings: %s", path, ", ".join(changes))

@@ -1,5 +1,6 @@
 """Checkpoints: no command runs code from a file it is given, broken files are one line, and a resumed run ends
 exactly where the uninterrupted run ends (tiny EmbSum on the synthetic MIND fixture, CPU)."""
+import os
 import pickle
 import shutil
 
@@ -164,6 +165,56 @@ def test_other_parameters_round_trip_through_a_weights_only_file_in_their_contai
     assert back["sparse"].format == "csc" and (back["sparse"] != sparse).nnz == 0
     assert type(back["matrix"]) is np.matrix and (back["matrix"] == matrix).all()
     assert back["module"] is None and back["none"] is None  # a submodule comes back through state_dict instead
+
+
+def _tiny_embsum(data_path, name, tmp_path, **values):
+    config = Config(model="EmbSum", dataset=name, config_file_list=[MIND_YAML], config_dict={
+        **TINY_EMBSUM, "data_path": data_path, "checkpoint_dir": str(tmp_path / "saved"), "state": "WARNING",
+        "metrics": ["AUC"], "valid_metric": "AUC", **values})
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, _ = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    return config, get_model("EmbSum")(config, train._dataset)
+
+
+def _change_first_title(folder, name):
+    text = folder / f"{name}.text.jsonl"
+    lines = text.read_text(encoding="utf-8").splitlines()
+    lines[0] = lines[0].replace('"title": "', '"title": "Zanzibar quokka xylophone ', 1)
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_a_scratch_checkpoint_reloads_and_resumes_with_its_own_tokenizer_after_the_text_changed(mind_dataset,
+                                                                                                tmp_path, capsys):
+    source, name = mind_dataset
+    data_path = tmp_path / "data"
+    shutil.copytree(os.path.join(source, name), data_path / name, ignore=shutil.ignore_patterns("*.tokenizer"))
+    config, model = _tiny_embsum(str(data_path), name, tmp_path)
+    trained_vocab = model.tokenizer.get_vocab()
+    path = tmp_path / "scratch.pth"
+    checkpoint.save(checkpoint.model_checkpoint(model, config), path)
+    # The text changes (a re-conversion, which also drops the tokenizer cache): the same settings now train another
+    # same-size tokenizer, with which the checkpoint's weights would load without an error and mean other tokens.
+    _change_first_title(data_path / name, name)
+    shutil.rmtree(data_path / name / f"{name}.tokenizer")
+    _, retrained = _tiny_embsum(str(data_path), name, tmp_path)
+    assert retrained.tokenizer.get_vocab() != trained_vocab
+    _, reloaded, *_ = checkpoint.load_data_and_model(path)
+    assert reloaded.tokenizer.get_vocab() == trained_vocab
+    for key, value in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value)
+
+    # --resume with a model built on the new text: one line naming the option, which then resumes with the old one.
+    checkpoint.save(checkpoint.trainer_state(get_trainer(config["MODEL_TYPE"], "EmbSum")(config, model), 0), path)
+    trainer = get_trainer(config["MODEL_TYPE"], "EmbSum")(config, retrained)
+    with pytest.raises(CheckpointError, match=r"was trained with the scratch tokenizer (\w+) and this run built \w+ "
+                                              r"from the dataset's current text; run again with "
+                                              r"--scratch_tokenizer=\1 \(now in") as error:
+        checkpoint.resume(trainer, path)
+    option = str(error.value).split("--scratch_tokenizer=")[1].split()[0]
+    config, pinned = _tiny_embsum(str(data_path), name, tmp_path, scratch_tokenizer=option)
+    assert pinned.tokenizer.get_vocab() == trained_vocab
+    checkpoint.resume(get_trainer(config["MODEL_TYPE"], "EmbSum")(config, pinned), path)
 
 
 # --- exact resume -----------------------------------------------------------------------------------------------------

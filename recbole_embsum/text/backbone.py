@@ -16,6 +16,13 @@ Two ways to get a model, chosen by ``plm_init``:
   special-token scheme), so two configurations, two families, or a dataset re-converted with other text, never read
   each other's tokenizer. Model code uses ``cls_token_id`` / ``sep_token_id`` / ``pad_token_id`` alike for both.
 
+Retraining does not reproduce a scratch tokenizer: the ``tokenizers`` WordPiece trainer (BERT) gives another vocabulary
+on every run (in separate processes too; ``RAYON_NUM_THREADS=1`` does not change it), the Unigram trainer (T5) the
+same pieces with scores that differ in the last bits, byte-level BPE the same file. So a tokenizer is trained once and
+read from its cache folder after that, and a checkpoint carries the tokenizer its weights were trained with
+(:func:`scratch_tokenizer_record`); loading the checkpoint restores it into the cache and pins it with the
+``scratch_tokenizer`` option, so the model gets its own tokenizer back even after the dataset's text has changed.
+
 EmbSum's T5 (:func:`load_backbone`) also gains the ``[SOS]`` item-start token (Section 2.3); the baselines use
 :func:`load_plm`.
 """
@@ -151,12 +158,16 @@ def _read_key(folder: str):
 
 
 def load_or_train_tokenizer(data_path: str, dataset: str, corpus: Callable[[], Iterable[str]], vocab_size: int,
-                            scheme: TokenizerScheme = T5_SCHEME) -> PreTrainedTokenizerFast:
+                            scheme: TokenizerScheme = T5_SCHEME, pinned: Optional[str] = None) -> PreTrainedTokenizerFast:
     """Load the tokenizer cached for this corpus, vocabulary size and scheme, or train one on ``corpus()`` and write
     it to its keyed folder atomically (the key's parts go to its ``embsum_tokenizer.json``).
 
-    ``corpus`` is called once to hash the text and, on a cache miss, once more to train on it.
+    ``corpus`` is called once to hash the text and, on a cache miss, once more to train on it. ``pinned`` (the
+    ``scratch_tokenizer`` option: a folder name under ``<dataset>.tokenizer/``) loads that cached tokenizer instead,
+    whatever the text is now: the one a checkpoint was trained with.
     """
+    if pinned:
+        return _pinned_tokenizer(data_path, dataset, pinned, vocab_size, scheme)
     key = tokenizer_cache_key(corpus(), vocab_size, scheme)
     folder = tokenizer_cache_path(data_path, dataset, key)
     if _read_key(folder) != key:  # absent, or written by something else: train a fresh one
@@ -175,6 +186,66 @@ def load_or_train_tokenizer(data_path: str, dataset: str, corpus: Callable[[], I
         except OSError:  # another process wrote the same key first: use theirs
             shutil.rmtree(tmp, ignore_errors=True)
     return AutoTokenizer.from_pretrained(folder)
+
+
+def _pinned_tokenizer(data_path: str, dataset: str, name: str, vocab_size: int, scheme: TokenizerScheme):
+    folder = os.path.join(tokenizer_cache_dir(data_path, dataset), os.path.basename(name))
+    key = _read_key(folder)
+    if key is None:
+        raise FileNotFoundError(f"scratch_tokenizer={name!r}: no cached tokenizer {folder}; pass the checkpoint it came "
+                                f"from to load or --resume (they restore it), or unset scratch_tokenizer to train one")
+    if (key.get("tokenizer_vocab_size"), key.get("model"), key.get("special_tokens")) != (vocab_size, scheme.model,
+                                                                                          scheme.name):
+        raise ValueError(f"scratch_tokenizer={name!r} is a {key.get('tokenizer_vocab_size')}-token {key.get('model')} "
+                         f"tokenizer, this model needs {vocab_size}-token {scheme.model} ({scheme.name}); unset "
+                         f"scratch_tokenizer or set tokenizer_vocab_size / plm to the checkpoint's")
+    logger.info("Using the scratch tokenizer %s (scratch_tokenizer)", folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+# The files of a cached scratch tokenizer folder that a checkpoint carries (all text).
+TOKENIZER_FILES = (TOKENIZER_META, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
+
+
+def scratch_tokenizer_record(tokenizer) -> Optional[dict]:
+    """The cached scratch tokenizer ``tokenizer`` was loaded from, as plain data for a checkpoint: ``{"name": folder
+    name, "key": its key, "files": {file name: text}}``; None for a pretrained tokenizer (it is named by ``plm``)."""
+    folder = getattr(tokenizer, "name_or_path", None)
+    key = _read_key(folder) if folder and os.path.isdir(folder) else None
+    if key is None:
+        return None
+    files = {}
+    for name in TOKENIZER_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                files[name] = handle.read()
+    return {"name": os.path.basename(os.path.normpath(folder)), "key": key, "files": files}
+
+
+def restore_scratch_tokenizer(data_path: str, dataset: str, record: dict) -> str:
+    """Write a checkpoint's scratch tokenizer (:func:`scratch_tokenizer_record`) into the dataset's tokenizer cache
+    unless it is there already; returns its folder name, the value for ``scratch_tokenizer``."""
+    key, files = record.get("key"), record.get("files")
+    if not isinstance(key, dict) or not isinstance(files, dict) or set(files) - set(TOKENIZER_FILES) or \
+            not all(isinstance(text, str) for text in files.values()):
+        raise ValueError("the checkpoint's scratch tokenizer is not a tokenizer record (retrain)")
+    folder = tokenizer_cache_path(data_path, dataset, key)  # the name follows from the key, not from the record
+    if _read_key(folder) != key:
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=f".{os.path.basename(folder)}.")
+        for name, text in {**files, TOKENIZER_META: json.dumps(key, indent=1, sort_keys=True)}.items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as handle:
+                handle.write(text)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder, ignore_errors=True)  # a folder with a foreign key under our name
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process restored it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("Restored the checkpoint's scratch tokenizer into %s", folder)
+    return os.path.basename(folder)
 
 
 def add_item_start_token(tokenizer) -> int:
@@ -300,6 +371,11 @@ def _maybe_checkpoint(model, config) -> None:
         enable_activation_checkpointing(model)
 
 
+def _pinned_option(config) -> Optional[str]:
+    """The ``scratch_tokenizer`` option (absent from configs made by hand: None)."""
+    return config["scratch_tokenizer"] if "scratch_tokenizer" in config else None
+
+
 def load_plm(config, corpus: Callable[[], Iterable[str]], kind: str = "encoder"):
     """Return ``(model, tokenizer)`` of any Hugging Face PLM family, as configured by ``plm_init``, ``plm``,
     ``plm_config``, ``tokenizer_vocab_size`` and ``gradient_checkpointing``.
@@ -323,7 +399,8 @@ def load_plm(config, corpus: Callable[[], Iterable[str]], kind: str = "encoder")
             raise ValueError(f"plm_init: scratch builds tokenizers for {', '.join(sorted(SCRATCH_SCHEMES))}, not "
                              f"{model_type!r}; set plm_config.model_type to one of them or use plm_init: pretrained")
         tokenizer = load_or_train_tokenizer(config["data_path"], config["dataset"], corpus,
-                                            config["tokenizer_vocab_size"], SCRATCH_SCHEMES[model_type])
+                                            config["tokenizer_vocab_size"], SCRATCH_SCHEMES[model_type],
+                                            _pinned_option(config))
         model = build_scratch_plm(model_type, tokenizer, family_plm_config(config["plm_config"], model_type), kind)
     _maybe_checkpoint(model, config)
     return model, tokenizer
@@ -343,7 +420,7 @@ def load_backbone(config, corpus: Callable[[], Iterable[str]]) -> Tuple[T5ForCon
             t5.resize_token_embeddings(len(tokenizer))
     else:
         tokenizer = load_or_train_tokenizer(config["data_path"], config["dataset"], corpus,
-                                            config["tokenizer_vocab_size"], T5_SCHEME)
+                                            config["tokenizer_vocab_size"], T5_SCHEME, _pinned_option(config))
         add_item_start_token(tokenizer)
         t5 = build_scratch_t5(tokenizer, family_plm_config(config["plm_config"], "t5"))
     _maybe_checkpoint(t5, config)
