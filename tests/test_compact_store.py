@@ -25,7 +25,9 @@ LAYOUTS = ("inline", "store")
 MODELS = ("Pop", "BPR", "SASRec", "GRU4Rec", "BERT4Rec", "EmbSum")
 COMMON = {"show_progress": False, "drop_empty_history": True, "epochs": 1, "train_batch_size": 256,
           "eval_batch_size": 512, "seed": 7, "reproducibility": True, "state": "ERROR", "device": "cpu",
-          "metrics": ["AUC"], "valid_metric": "AUC"}
+          "metrics": ["AUC"], "valid_metric": "AUC",
+          # small baselines: the layouts must give the same batches and bit-identical scores at any size
+          "embedding_size": 16, "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1}
 EMBSUM = {**TINY_EMBSUM, "use_summary_loss": False, "session_size": 2,
           "title_max_tokens": 8, "abstract_max_tokens": 8, "item_encode_batch_size": 64}
 

@@ -147,23 +147,26 @@ def test_caum_reads_title_entities_and_their_vectors_and_runs_without_them(mind_
 
 @pytest.mark.slow
 def test_compare_cli_runs_embsum_the_five_baselines_sasrec_and_pop(mind_dataset, tmp_path, monkeypatch, capsys):
-    """The README's comparison command on synthetic data with benchmarks/small_models.yaml."""
+    """The README's comparison command on synthetic data with benchmarks/small_models.yaml, one epoch each: every
+    model trains and is tabulated with its negatives. That each baseline learns the planted interests (beats Pop) is
+    test_model_learns_planted_topic_interests, five epochs each."""
     from recbole_embsum.cli import main
 
     monkeypatch.chdir(tmp_path)
     data_path, name = _private_copy(mind_dataset, tmp_path)
     models = ["EmbSum", "NAML", "NRMS", "Fastformer", "CAUM", "MINS", "SASRec", "Pop"]
     code = main(["compare", "--dataset", name, "--data-path", data_path, "--models", ",".join(models),
-                 "--config-files", SMALL_MODELS_YAML, "--output", str(tmp_path / "out"), "--state=ERROR"])
+                 "--config-files", SMALL_MODELS_YAML, "--output", str(tmp_path / "out"), "--state=ERROR",
+                 "--epochs=1"])
     table = capsys.readouterr().out
     assert code == 0, table
     with open(tmp_path / "out" / "results.csv", encoding="utf-8") as handle:
         rows = {row["model"]: row for row in csv.DictReader(handle)}
     assert list(rows) == models and {row["status"] for row in rows.values()} == {"ok"}
-    pop = float(rows["Pop"]["imp_auc"])
+    assert all(0.0 <= float(row["imp_auc"]) <= 1.0 for row in rows.values())
     for model in ["NAML", "NRMS", "Fastformer", "CAUM", "MINS"]:
-        assert rows[model]["train_negatives"].startswith("impression negatives (4 per click")
-        assert float(rows[model]["imp_auc"]) > pop + 0.05, (model, rows[model]["imp_auc"], pop)
+        assert rows[model]["train_negatives"].startswith("impression negatives (4 per click"), model
+        assert f"| {model} | ok |" in table, model
 
 
 @pytest.mark.slow
