@@ -200,9 +200,18 @@ def gather_rows(local, num_rows):
             f"{num_rows} samples) but ranks collected {counts.flatten().tolist()}; use eval_args mode 'labeled' or "
             "'full' (sampled uniN/popN evaluation groups several rows per sample)"
         )
-    parts = _all_gather(local)  # W x [per_rank, ...]
-    interleaved = torch.stack(parts, dim=1).reshape(world * per_rank, *local.shape[1:])  # row j*W + r
-    return interleaved[:num_rows]
+    # Each rank's rows go straight to their dataset positions, one rank at a time, so all rows are held once (plus one
+    # rank's share), not once as W gathered parts and again interleaved.
+    gathered = local.new_empty((per_rank * world, *local.shape[1:]))
+    positions = gathered.view(per_rank, world, *local.shape[1:])  # [per_rank, W, ...]: [j, r] is row j*W + r
+    is_bool = local.dtype == torch.bool  # not every backend moves bool
+    for source in range(world):
+        part = local if source == dist.get_rank() else torch.empty_like(local)
+        sent = part.to(_comm_device(part), torch.uint8 if is_bool else part.dtype).contiguous()
+        dist.broadcast(sent, src=source)
+        positions[:, source] = sent.to(local.device, local.dtype)
+        del part, sent
+    return gathered[:num_rows]
 
 
 def _gathering_evaluate(evaluate):
