@@ -39,7 +39,7 @@ from recbole_embsum.text.words import build_word_embedding
 
 from .eval_batching import ItemVectorCache, per_distinct_history
 from .layers import TextSelfAttentionEncoder, latest_items
-from .losses import impression_candidates, nce_loss
+from .losses import impression_candidates, impression_negatives_count, nce_loss
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +63,7 @@ class ContentRecommender(SequentialRecommender, metaclass=abc.ABCMeta):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.history_len = min(config["history_len"] or self.max_seq_length, self.max_seq_length)
-        self.train_neg_num = config["train_neg_num"]
-        if self.train_neg_num is None or self.train_neg_num < 1:
-            raise ValueError(f"{type(self).__name__} needs train_neg_num >= 1 (negatives per click), "
-                             f"got {self.train_neg_num}")
-        sampling = config["train_neg_sample_args"] or {}
-        if sampling.get("distribution", "none") != "none":
-            raise ValueError(f"{type(self).__name__} draws its training negatives from each click's impression "
-                             f"(neg_items, train_neg_num={self.train_neg_num}); RecBole's negative sampling would add "
-                             f"sampled items as extra clicks: leave train_neg_sample_args unset (or set it to ~)")
+        self.train_neg_num = impression_negatives_count(config, type(self).__name__)
         self.item_encode_batch_size = config["item_encode_batch_size"] or 1024
         self.data_path, self.dataset_name = config["data_path"], config["dataset"]
 

@@ -44,6 +44,20 @@ def draw_negatives(neg_items: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch
     return picked.masked_fill(~valid, 0), valid
 
 
+def impression_negatives_count(config, model_name: str) -> int:
+    """``train_neg_num`` (K negatives per click, drawn from the click's impression), checked: at least 1, and no
+    RecBole negative sampling (which would add sampled items as extra clicks)."""
+    k = config["train_neg_num"]
+    if k is None or k < 1:
+        raise ValueError(f"{model_name} needs train_neg_num >= 1 (negatives per click), got {k}")
+    sampling = config["train_neg_sample_args"] or {}
+    if sampling.get("distribution", "none") != "none":
+        raise ValueError(f"{model_name} draws its training negatives from each click's impression (neg_items, "
+                         f"train_neg_num={k}); RecBole's negative sampling would add sampled items as extra clicks: "
+                         f"leave train_neg_sample_args unset (or set it to ~)")
+    return k
+
+
 def impression_candidates(interaction: Mapping[str, torch.Tensor], item_field: str, k: int,
                           model_name: str) -> Tuple[torch.Tensor, torch.Tensor]:
     """The clicked item and ``k`` of its impression's negatives for each training row.
