@@ -38,14 +38,14 @@ import recbole.trainer.trainer
 from recbole_embsum import compat, distributed, presets, validation
 from recbole_embsum.evaluation.collector import ImpressionCollector
 from recbole_embsum.evaluation.metrics import register_metrics
-from recbole_embsum.model import caum, embsum, fastformer, miner, mins, naml, naml_plm, nrms
+from recbole_embsum.model import caum, embsum, fastformer, miner, mins, naml, naml_plm, nrms, unbert, unitrec
 from recbole_embsum.trainer import EmbSumTrainer
 
 MODEL_PACKAGE = "recbole.model.sequential_recommender"
 MODEL_ALIAS = f"{MODEL_PACKAGE}.embsum"
 # Model class name -> its module; RecBole finds each as recbole.model.sequential_recommender.<lower-case name>.
 MODELS = {"EmbSum": embsum, "NAML": naml, "NRMS": nrms, "Fastformer": fastformer, "CAUM": caum, "MINS": mins,
-          "NAMLPLM": naml_plm, "MINER": miner}
+          "NAMLPLM": naml_plm, "MINER": miner, "UNBERT": unbert, "UniTRec": unitrec}
 
 
 def properties_dir():

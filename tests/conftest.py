@@ -106,3 +106,39 @@ TINY_CONTENT = {
     "train_batch_size": 32,
     "show_progress": False,
 }
+
+
+def assert_checkpoint_round_trip(config, net, train, valid, path, rows=None):
+    """One optimizer step on ``net``, a checkpoint written to ``path`` and loaded back (model rebuilt from its
+    config): the loaded model scores the first validation batch (its first ``rows`` rows) as ``net`` does."""
+    from recbole.utils import get_trainer
+
+    from recbole_embsum import checkpoint
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    trainer.optimizer.zero_grad()
+    loss = net.calculate_loss(next(iter(train)))
+    (sum(loss) if isinstance(loss, tuple) else loss).backward()
+    trainer.optimizer.step()
+    checkpoint.save(checkpoint.model_checkpoint(net, config), path)
+    _, loaded, *_ = checkpoint.load_data_and_model(path)
+    batch = next(iter(valid))[0][:rows]
+    net.eval(), loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict(batch), net.predict(batch))
+
+
+def build_model(model, data_path, dataset, yaml, settings):
+    """A RecBole Config of ``model`` on ``<data_path>/<dataset>`` (``yaml`` + ``settings``, state ERROR), its data
+    loaders and the model, seeded as RecBole's quick start seeds them: ``(config, net, (train, valid, test))``."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, init_seed
+
+    config = Config(model=model, dataset=dataset, config_file_list=[yaml],
+                    config_dict={"data_path": data_path, "state": "ERROR", **settings})
+    init_seed(config["seed"], config["reproducibility"])
+    train, valid, test = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    net = get_model(model)(config, train._dataset)
+    return config, net, (train, valid, test)

@@ -9,16 +9,15 @@ import sys
 import pytest
 import torch
 from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import get_model, get_trainer, init_seed
+from recbole.utils import get_trainer
 
 import recbole_embsum  # noqa: F401  (registers the models)
-from recbole_embsum import checkpoint, preflight
+from recbole_embsum import preflight
 from recbole_embsum.evaluation import compare
 from recbole_embsum.model.content import TwoTowerRecommender
 from recbole_embsum.model.plm_content import PLMContentRecommender
 
-from conftest import GOODREADS_YAML, MIND_YAML
+from conftest import GOODREADS_YAML, MIND_YAML, assert_checkpoint_round_trip, build_model
 
 MODELS = ["NAMLPLM", "MINER"]
 # A 1-layer RoBERTa of width 32 from scratch, its byte-level BPE tokenizer trained on the item text (offline).
@@ -52,13 +51,7 @@ def plm_data(tmp_path_factory, mind_dataset):
 
 def _build(model, dataset, yaml=MIND_YAML, **overrides):
     data_path, name = dataset
-    config = Config(model=model, dataset=name, config_file_list=[yaml],
-                    config_dict={"data_path": data_path, **TINY_PLM, "state": "ERROR", **overrides})
-    init_seed(config["seed"], config["reproducibility"])
-    train, valid, test = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    net = get_model(model)(config, train._dataset)
-    return config, net, (train, valid, test)
+    return build_model(model, data_path, name, yaml, {**TINY_PLM, **overrides})
 
 
 def test_models_are_registered_with_packaged_paper_defaults(mind_dataset):
@@ -118,18 +111,7 @@ def test_shapes_padding_caching_and_predict_equals_full_sort(model, plm_data, tm
 def test_checkpoint_round_trip_gives_the_same_scores(model, plm_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config, net, (train, valid, _) = _build(model, plm_data)
-    trainer = get_trainer(config["MODEL_TYPE"], model)(config, net)
-    trainer.optimizer.zero_grad()
-    loss = net.calculate_loss(next(iter(train)))
-    (sum(loss) if isinstance(loss, tuple) else loss).backward()
-    trainer.optimizer.step()
-    path = tmp_path / f"{model}.pth"
-    checkpoint.save(checkpoint.model_checkpoint(net, config), path)
-    _, loaded, *_ = checkpoint.load_data_and_model(path)
-    rows = next(iter(valid))[0]
-    net.eval(), loaded.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.predict(rows), net.predict(rows))
+    assert_checkpoint_round_trip(config, net, train, valid, tmp_path / f"{model}.pth")
 
 
 @pytest.mark.parametrize("model", MODELS)
