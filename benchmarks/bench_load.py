@@ -26,10 +26,10 @@ import os
 import resource
 import socket
 import tempfile
-import threading
 import time
 
 from quick import parse_args
+from sampling import PeakSampler
 
 MIND_SMALL_USERS = 57000  # with 65k news and ~37 candidates: ~160k impressions, ~2.56M rows (bench_convert.py)
 MIND_SMALL_ITEMS = 65000
@@ -136,30 +136,6 @@ def _child(queue, function, *args):
     queue.put(function(*args))
 
 
-class PssSampler:
-    """Samples the summed PSS of some processes every ``interval`` seconds in a thread; ``peak`` is the largest sum."""
-
-    def __init__(self, processes, interval=0.1):
-        self.processes, self.interval, self.peak = processes, interval, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            total = sum(memory_mib(p.pid)["pss"] for p in self.processes if p.is_alive())
-            if total == total:  # not NaN
-                self.peak = max(self.peak, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def in_children(function, args_per_child):
     """``function(*args)`` for each args tuple, each in a fresh (spawned) process, all at once, so that each peak RSS
     is that process's own; returns the results (in order) and the peak of their summed PSS."""
@@ -168,7 +144,8 @@ def in_children(function, args_per_child):
     children = [context.Process(target=_child, args=(queue, function) + tuple(args)) for args in args_per_child]
     for child in children:
         child.start()
-    with PssSampler(children) as sampler:
+    summed_pss = lambda: sum(memory_mib(child.pid)["pss"] for child in children if child.is_alive())  # noqa: E731
+    with PeakSampler(summed_pss, interval=0.1) as sampler:
         results = [queue.get() for _ in children]  # before join: a child exits only once the queue is read
     for child in children:
         child.join()

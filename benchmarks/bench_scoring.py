@@ -25,13 +25,13 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 
 import torch
 import torch.nn.functional as F
 
 from quick import parse_args
+from sampling import PeakSampler
 from recbole_embsum.serving.store import EmbeddingStore
 from recbole_embsum.serving.writer import ExportWriter, make_plan
 
@@ -178,14 +178,11 @@ def bench_reencode(workdir, sample_users, sample_items, repeats):
     return per_user, per_item
 
 
-class PeakMemory:
+class PeakMemory(PeakSampler):
     """Samples this process's anonymous resident memory (heap, tensors) every few ms in a thread."""
 
     def __init__(self, interval=0.002):
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(self.anonymous_mib, interval)
 
     @staticmethod
     def anonymous_mib():
@@ -194,20 +191,6 @@ class PeakMemory:
                 if line.startswith("RssAnon:"):
                     return int(line.split()[1]) / 1024
         raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.anonymous_mib())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.anonymous_mib())
 
 
 def stream_in_fresh_process(folder, chunk_size, k):
