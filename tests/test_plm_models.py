@@ -114,6 +114,7 @@ def test_checkpoint_round_trip_gives_the_same_scores(model, plm_data, tmp_path, 
     assert_checkpoint_round_trip(config, net, train, valid, tmp_path / f"{model}.pth")
 
 
+@pytest.mark.slow  # trains each model for several epochs: ~50 s each on a loaded 2-core CPU
 @pytest.mark.parametrize("model", MODELS)
 def test_model_learns_planted_topic_interests(model, plm_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # RecBole's trainers write log_tensorboard/ in the working directory
