@@ -1,5 +1,6 @@
 """DDP ranks on one machine share one loaded dataset (shared_dataset.py, compat section 11): the first rank builds it,
-every rank maps the same files, and each rank's dataset equals a single-process load tensor for tensor."""
+every rank maps the same files, and each rank's dataset equals a single-process load tensor for tensor; a failing
+first rank leaves every rank with the same error instead of a hang."""
 import os
 import pickle
 import socket
@@ -22,7 +23,7 @@ def _free_port():
 
 
 def _load(data_path, model, ddp=None):
-    """(built split datasets' columns as numpy, the first training batch as numpy) in this process."""
+    """(built split datasets' columns as numpy, the first valid rows as numpy, the Config) in this process."""
     import recbole_embsum  # noqa: F401
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -35,19 +36,30 @@ def _load(data_path, model, ddp=None):
     columns = [{field: values.numpy().copy() for field, values in loader._dataset.inter_feat.interaction.items()}
                for loader in loaders]
     batch = loaders[1]._dataset[np.arange(5)]  # the first valid rows, joined (item_id_list, item features)
-    return columns, {field: values.numpy().copy() for field, values in batch.interaction.items()}
+    return columns, {field: values.numpy().copy() for field, values in batch.interaction.items()}, config
+
+
+def _failing_build(config):
+    raise ValueError(f"cannot load {config['dataset']}")
 
 
 def _rank(rank, port, data_path, model, queue):
     ddp = {"nproc": 2, "world_size": 2, "local_rank": rank, "offset": 0, "ip": "127.0.0.1", "port": port}
-    columns, batch = _load(data_path, model, ddp)
+    from recbole_embsum import shared_dataset
+
+    columns, batch, config = _load(data_path, model, ddp)
+    try:  # the first rank's loading fails: every rank loads for itself and meets the same error, none waits forever
+        shared_dataset.create_dataset(config, _failing_build)
+        failure = None
+    except ValueError as error:
+        failure = str(error)
     mapped = set()
     with open("/proc/self/maps", encoding="utf-8") as handle:
         for line in handle:
             parts = line.split()
             if len(parts) >= 6 and MARKER in parts[5]:
                 mapped.add((parts[3], parts[4], parts[5]))  # device, inode, path (" (deleted)" follows)
-    queue.put((rank, columns, batch, sorted(mapped)))
+    queue.put((rank, columns, batch, sorted(mapped), failure))
 
 
 @pytest.mark.slow  # two spawned processes importing RecBole: ~20 s on an idle machine
@@ -68,7 +80,8 @@ def test_two_ranks_map_the_same_files_and_load_what_one_process_loads(mind_datas
     assert all(path.startswith(str(tmp_path)) for _, _, path in maps[0])
     assert not [name for name in os.listdir(tmp_path) if name.startswith(MARKER)]  # removed once mapped
 
-    columns, batch = _load(data_path, "SASRec")  # one process: no process group, nothing shared
+    assert results[0][3] == results[1][3] == "cannot load mind"
+    columns, batch, _ = _load(data_path, "SASRec")  # one process: no process group, nothing shared
     for rank in (0, 1):
         rank_columns, rank_batch = results[rank][0], results[rank][1]
         for split, split_columns in zip(rank_columns, columns):
