@@ -18,7 +18,7 @@ from recbole_embsum.evaluation import compare
 from recbole_embsum.model.pair_text import PairTextRecommender
 from recbole_embsum.model.unitrec import content_token_mask
 
-from conftest import MIND_YAML, assert_checkpoint_round_trip, build_model
+from conftest import GOODREADS_YAML, MIND_YAML, assert_checkpoint_round_trip, build_model
 
 MODELS = ["UNBERT", "UniTRec"]
 # Shared by both: a scratch tokenizer (byte-level BPE, as roberta-base / bart-base) trained on the item text, the
@@ -174,6 +174,23 @@ def test_checkpoint_round_trip_gives_the_same_scores(model, pair_data, tmp_path,
     monkeypatch.chdir(tmp_path)
     config, net, (train, valid, _) = _build(model, pair_data)
     assert_checkpoint_round_trip(config, net, train, valid, tmp_path / f"{model}.pth", rows=40)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_trains_and_scores_on_goodreads(model, goodreads_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data_path = str(tmp_path / "data")
+    shutil.copytree(os.path.join(goodreads_dataset[0], "goodreads"), os.path.join(data_path, "goodreads"))
+    config, net, (train, valid, _) = build_model(model, data_path, "goodreads", GOODREADS_YAML,
+                                                 {**TINY[model], "eval_batch_size": 64})
+    assert config["train_neg_num"] == 2 and net.item_rows.texts[1]  # book titles
+    trainer = get_trainer(config["MODEL_TYPE"], model)(config, net)
+    trainer.optimizer.zero_grad()
+    loss = net.calculate_loss(next(iter(train)))
+    (sum(loss) if isinstance(loss, tuple) else loss).backward()
+    trainer.optimizer.step()
+    result = trainer.evaluate(valid, load_best_model=False, show_progress=False)
+    assert 0.0 <= result["imp_auc"] <= 1.0 and net.pair_cost.pairs == len(valid.dataset)
 
 
 @pytest.mark.slow
