@@ -149,7 +149,7 @@ def run_demo(output, quick=False, overwrite=False):
 def run(args):
     """The ``demo`` subcommand: run, then print the table, a few summaries, the output paths and the MIND hint."""
     from recbole_embsum.evaluation import compare
-    from recbole_embsum.evaluation.rouge import looks_meaningful, rouge_without_shared_prefix
+    from recbole_embsum.evaluation.rouge import looks_meaningful, rouge_without_shared_prefix, user_specific_count
     from recbole_embsum.evaluation.summaries import rouge_table
     from recbole_embsum.summaries import load_summaries, summaries_path
 
@@ -175,14 +175,16 @@ def run(args):
             print(f'The same, without the words every reference starts with ("{prefix}"), which a model can copy '
                   f"without reading the history:\n")
             print(rouge_table(rouge))
-        if looks_meaningful(generated):
+        wanted = [references[user] for user in evaluation.users]
+        if looks_meaningful(generated, wanted):
             print(f"{len(set(generated))} distinct summaries for {len(generated)} users; the first three:\n")
             for user in evaluation.users[:3]:
                 print(f"user {user}\n  EmbSum:    {evaluation.generated[user]}\n  reference: {references[user]}\n")
         else:
             print(f"EmbSum's summaries are not meaningful yet: {len(set(generated))} distinct texts for "
-                  f"{len(generated)} users (its decoder has not learned to summarise in this short run), so none is "
-                  f"shown as an explanation.\n")
+                  f"{len(generated)} users, {user_specific_count(generated, wanted)} of them closer to their own "
+                  f"user's reference than to the others' (its decoder has not learned to summarise in this short "
+                  f"run), so none is shown as an explanation.\n")
     else:
         print("EmbSum failed (see the table): no summaries to show.\n")
     print(f"Outputs in {args.output}/: raw/ (synthetic MIND files), data/{DATASET}/ (converted dataset and summaries), "

@@ -63,3 +63,19 @@ def test_a_few_texts_for_many_users_are_not_meaningful():
     assert not looks_meaningful(["about of ofof artith"] * 12 + ["about sports"] * 3)
     assert not looks_meaningful(["one"])
     assert looks_meaningful(["sports", "cooking", "politics", "sports"])
+
+
+def test_distinct_summaries_that_fit_every_user_alike_are_not_meaningful():
+    from recbole_embsum.evaluation.rouge import looks_meaningful, user_specific_count
+
+    references = [f"This user mostly engages with news about {topic} and {other}." for topic, other in
+                  [("travel", "finance"), ("music", "science"), ("health", "sports"), ("finance", "music")]]
+    # distinct noise after the copied template (what a half-trained decoder writes): nobody's interests
+    noise = [f"This user mostly engages with news about and and) 16), {tail}" for tail in ("of", "you", "season", "x")]
+    assert user_specific_count(noise, references) == 0
+    assert not looks_meaningful(noise, references)
+    assert looks_meaningful(noise)  # distinct: the old test alone let these through
+    readable = ["This user mostly engages with news about travel.", "This user mostly engages with news about music.",
+                "This user mostly engages with news about health and sports.", "about finance"]
+    assert user_specific_count(readable, references) == 4
+    assert looks_meaningful(readable, references)
