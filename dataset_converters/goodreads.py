@@ -374,11 +374,11 @@ def convert_goodreads(input_dir, output, options, valid_start=0.54, test_start=0
 def add_arguments(parser):
     """Flags of `convert goodreads` (also `python -m dataset_converters.goodreads`)."""
     add_common_arguments(parser, default_name="goodreads")
-    parser.add_argument("--valid-start", type=float, default=0.54,
-                        help="quantile of positive rating times where the valid window starts; 0.54 and 0.75 give "
-                             "the paper's 54%%/21%%/25%% of positives (default: %(default)s)")
-    parser.add_argument("--test-start", type=float, default=0.75,
-                        help="quantile of positive rating times where the test window starts (default: %(default)s)")
+    for window, start, note in (("valid", 0.54, "; 0.54 and 0.75 give the paper's 54%%/21%%/25%% of positives"),
+                                ("test", 0.75, "")):
+        parser.add_argument(f"--{window}-start", type=float, default=start,
+                            help=f"quantile of positive rating times where the {window} window starts{note} "
+                                 f"(default: %(default)s)")
     parser.add_argument("--max-users", type=int, default=None,
                         help="keep this many users, chosen by a seeded hash of the id (the paper: 50000; "
                              "default: all)")
