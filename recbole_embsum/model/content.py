@@ -38,7 +38,7 @@ from recbole_embsum.text.items import item_text_path, load_item_texts, ordered_r
 from recbole_embsum.text.words import build_word_embedding
 
 from .eval_batching import ItemVectorCache, per_distinct_history
-from .layers import TextSelfAttentionEncoder, latest_items
+from .layers import TextSelfAttentionEncoder, history_length, latest_items
 from .losses import impression_candidates, impression_negatives_count, nce_loss
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ContentRecommender(SequentialRecommender, metaclass=abc.ABCMeta):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.history_len = min(config["history_len"] or self.max_seq_length, self.max_seq_length)
+        self.history_len = history_length(config, self.max_seq_length)
         self.train_neg_num = impression_negatives_count(config, type(self).__name__)
         self.item_encode_batch_size = config["item_encode_batch_size"] or 1024
         self.data_path, self.dataset_name = config["data_path"], config["dataset"]

@@ -180,6 +180,12 @@ class CategoryEncoder(nn.Module):
         return torch.relu(self.dense(self.dropout(self.embedding(ids))))
 
 
+def history_length(config, max_seq_length: int) -> int:
+    """How many latest history items a content model reads: ``history_len`` when set, never more than RecBole keeps
+    (``MAX_ITEM_LIST_LENGTH``, the model's ``max_seq_length``)."""
+    return min(config["history_len"] or max_seq_length, max_seq_length)
+
+
 def latest_items(item_seq: torch.Tensor, item_seq_len: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The latest ``n`` items of each history, still oldest first, left-aligned.
 

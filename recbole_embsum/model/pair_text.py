@@ -30,6 +30,7 @@ from recbole_embsum.text.backbone import load_plm
 from recbole_embsum.text.items import fill_template, item_text_path, load_item_texts
 from recbole_embsum.text.sequences import ItemRows, build_item_rows
 
+from .layers import history_length
 from .losses import impression_candidates, impression_negatives_count
 from .session import recent_first
 
@@ -65,7 +66,7 @@ class PairTextRecommender(SequentialRecommender, metaclass=abc.ABCMeta):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         name = type(self).__name__
-        self.history_len = min(config["history_len"] or self.max_seq_length, self.max_seq_length)
+        self.history_len = history_length(config, self.max_seq_length)
         self.train_neg_num = impression_negatives_count(config, name)
         self.pair_batch_size = config["pair_batch_size"] or 64
         if self.pair_batch_size < 1:
