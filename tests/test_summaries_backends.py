@@ -112,6 +112,22 @@ def _items(*ids):
     return [by_id[i] for i in ids]
 
 
+def test_heuristic_brief_style_names_the_categories_of_at_least_a_fifth_of_the_history():
+    corpus = _items("N1", "N2", "N3", "N4", "N5")
+    brief = HeuristicBackend(corpus, noun="news articles", style="brief")
+    assert brief.model == "brief-v1"
+    # sports 2 of 4, finance 1 of 4 and foodanddrink 1 of 4: each at least a fifth; most frequent first, ties by name
+    assert brief.summarize(_items("N4", "N3", "N2", "N1")) == (
+        "This user mostly engages with news articles about sports, finance and foodanddrink.")
+    # sports 4 of 6, foodanddrink 1 of 6 (below a fifth): only sports
+    assert brief.summarize(_items("N1", "N3", "N1", "N3", "N4", "N3")) == (
+        "This user mostly engages with news articles about sports.")
+    # one item: its category, however small the share
+    assert brief.summarize(_items("N4")) == "This user mostly engages with news articles about foodanddrink."
+    with pytest.raises(ValueError, match=r"heuristic_style 'short' is not one of \['brief', 'full'\]"):
+        HeuristicBackend(corpus, style="short")
+
+
 def test_heuristic_summary_is_exact_and_deterministic():
     corpus = _items("N1", "N2", "N3", "N4", "N5")
     user = _items("N4", "N3", "N2", "N1")  # most recent first

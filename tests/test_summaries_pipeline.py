@@ -32,6 +32,19 @@ def test_heuristic_run_then_rerun_is_all_cached(tmp_path, capsys):
     assert "3 users, 3 cached, 0 asked, 0 failed (heuristic / tfidf-v1" in capsys.readouterr().out
 
 
+def test_brief_heuristic_style_is_recorded_and_not_mixed_with_the_full_style(tmp_path, capsys):
+    write_dataset(tmp_path)
+    assert _summarize(tmp_path, "--heuristic-style", "brief") == 0
+    path = tmp_path / "toy" / "toy.summaries.jsonl"
+    assert {(r["backend"], r["model"]) for r in load_records(path)} == {("heuristic", "brief-v1")}
+    assert load_summaries(path)["U2"] == "This user mostly engages with news articles about sports."
+    before = path.read_bytes()
+    assert _summarize(tmp_path) == 2  # the full style into the brief file: refused, the file untouched
+    assert "made by backend 'heuristic' model 'brief-v1', but this run uses backend 'heuristic' model " \
+           "'tfidf-v1'" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
 def test_a_dataset_that_was_not_converted_is_named_in_one_line(tmp_path, capsys):
     write_dataset(tmp_path)
     assert _summarize(tmp_path, dataset="MIND") == 2
@@ -133,7 +146,7 @@ def test_resume_after_kill_asks_nobody_twice(tmp_path):
     with ChatServer(script) as server:
         process = subprocess.Popen(command + ["--base-url", server.base_url], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # the child imports torch and RecBole first: slow on a loaded 2-core machine
         while len(server.requests) < 4 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
         assert len(server.requests) == 4

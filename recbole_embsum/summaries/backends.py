@@ -322,7 +322,12 @@ class TransformersBackend:
 
 
 class HeuristicBackend:
-    """Three deterministic sentences from a user's categories and the salient words of their items.
+    """Deterministic summaries from a user's categories and the salient words of their items, in one of two styles:
+
+    * ``full``: three sentences: the top categories with their counts, the salient words, the latest item's title;
+    * ``brief``: one sentence naming the categories that make up at least ``brief_min_share`` of the history (the
+      most frequent one always; at most ``top_categories``), e.g. "This user mostly engages with news articles about
+      travel and music." A target a small decoder trained from scratch learns within minutes on a CPU (the demo's).
 
     Salient words are the user's top tf-idf terms: term counts over the user's item titles and condensed abstracts,
     weighted by the inverse document frequency of the term over every item of the dataset (scikit-learn's
@@ -333,9 +338,17 @@ class HeuristicBackend:
     """
 
     name = "heuristic"
-    model = "tfidf-v1"  # bump when the sentences or the weighting change, so cached summaries are not mixed
+    # The recorded model name of each style: bump one when its sentences or weighting change, so that cached
+    # summaries of another version or style are not mixed into one file.
+    MODELS = {"full": "tfidf-v1", "brief": "brief-v1"}
 
-    def __init__(self, corpus_items, noun="items", top_categories=3, top_words=5, abstract_words=100):
+    def __init__(self, corpus_items, noun="items", top_categories=3, top_words=5, abstract_words=100, style="full",
+                 brief_min_share=0.2):
+        if style not in self.MODELS:
+            raise ValueError(f"heuristic_style {style!r} is not one of {sorted(self.MODELS)}")
+        self.style = style
+        self.model = self.MODELS[style]
+        self.brief_min_share = brief_min_share
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         from .prompt import condense
@@ -371,9 +384,11 @@ class HeuristicBackend:
         return [str(term) for _, term in scored[: self.top_words]]
 
     def summarize(self, items):
-        """The three-sentence summary for items ordered most recent first."""
+        """The summary, in this backend's style, of items ordered most recent first."""
         categories = collections.Counter(item.category for item in items if item.category)
         top = sorted(categories.items(), key=lambda pair: (-pair[1], pair[0]))[: self.top_categories]
+        if self.style == "brief":
+            return self._brief(items, top)
         if top:
             parts = [f"{name} ({count} of {len(items)})" if i == 0 else f"{name} ({count})"
                      for i, (name, count) in enumerate(top)]
@@ -391,6 +406,13 @@ class HeuristicBackend:
             third = f"Most recently they engaged with \"{' '.join(latest.title.split())}\"{where}."
         return " ".join([first, second, third])
 
+    def _brief(self, items, top):
+        """The brief style's sentence from the top ``(category, count)`` pairs, most frequent first."""
+        if not top:
+            return f"This user engaged with {len(items)} {self.noun} without a category."
+        named = [name for i, (name, count) in enumerate(top) if i == 0 or count >= self.brief_min_share * len(items)]
+        return f"This user mostly engages with {self.noun} about {_join(named)}."
+
     def run(self, jobs):
         for job in jobs:
             yield Answer(job, summary=self.summarize(job.items))
@@ -404,7 +426,10 @@ def _join(words):
 def backend_identity(name, options):
     """``(backend name, model name)`` as recorded in the summary file, known before loading anything."""
     if name == "heuristic":
-        return HeuristicBackend.name, HeuristicBackend.model
+        if options["heuristic_style"] not in HeuristicBackend.MODELS:
+            raise ValueError(f"heuristic_style {options['heuristic_style']!r} is not one of "
+                             f"{sorted(HeuristicBackend.MODELS)}")
+        return HeuristicBackend.name, HeuristicBackend.MODELS[options["heuristic_style"]]
     if name in ("openai", "transformers"):
         if not options["model"]:
             raise ValueError(f"the {name} backend needs --model (served model name or Hugging Face name/path)")
@@ -415,7 +440,8 @@ def backend_identity(name, options):
 def make_backend(name, options, corpus_items=(), noun="items"):
     """Build the backend ``name`` from resolved summary options (see properties/summaries.yaml)."""
     if name == "heuristic":
-        return HeuristicBackend(corpus_items, noun=noun, abstract_words=options["abstract_words"])
+        return HeuristicBackend(corpus_items, noun=noun, abstract_words=options["abstract_words"],
+                                style=options["heuristic_style"])
     if name == "openai":
         return OpenAIBackend(
             options["model"], base_urls=options["base_url"] or (), api_key=options["api_key"],

@@ -21,6 +21,8 @@ def register(subparsers):
                         help="YAML file of summary options (repeatable; later files win)")
     parser.add_argument("--backend", choices=["heuristic", "openai", "transformers"])
     parser.add_argument("--model", help="served model name (openai) or HF name/path (transformers)")
+    parser.add_argument("--heuristic-style", choices=["full", "brief"],
+                        help="heuristic: full (three sentences) or brief (the user's main categories in one sentence)")
     parser.add_argument("--base-url", action="append", metavar="URL",
                         help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (repeatable: load is spread)")
     parser.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
@@ -46,7 +48,7 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-_OPTION_FLAGS = ("backend", "model", "base_url", "api_key", "concurrency", "max_retries", "timeout", "batch_size",
+_OPTION_FLAGS = ("backend", "model", "heuristic_style", "base_url", "api_key", "concurrency", "max_retries", "timeout", "batch_size",
                  "device", "max_new_tokens", "temperature", "max_items", "domain", "template", "max_users", "output",
                  "overwrite")
 
