@@ -108,7 +108,8 @@ def resolve_backbone(plm, cache_dir=None):
     """
     what_to_do = (f"run with plm=/path/to/{os.path.basename(str(plm).rstrip('/')) or 't5-small'} (a folder written "
                   f"by save_pretrained), or plm_init=scratch (the same architecture of plm_config size, trained "
-                  f"from scratch offline)")
+                  f"from scratch offline; on a CPU: --config_files=cpu-small, a small backbone built from scratch, "
+                  f"as the packaged t5-small sizes need far more memory than a CPU machine has)")
     if os.path.isdir(plm):
         if not os.path.isfile(os.path.join(plm, "config.json")):
             raise PreflightError(f"plm folder {plm!r} has no config.json (not written by save_pretrained); "

@@ -86,6 +86,8 @@ def test_backbone_resolves_from_a_local_folder_or_the_cache_and_otherwise_says_w
     with pytest.raises(preflight.PreflightError) as error:
         preflight.resolve_backbone("t5-small", cache_dir=str(tmp_path / "empty"))
     assert "plm=/path/to/t5-small" in str(error.value) and "plm_init=scratch" in str(error.value)
+    # scratch at the packaged t5-small sizes does not fit a CPU machine: the line names the small packaged preset
+    assert "on a CPU: --config_files=cpu-small" in str(error.value) and "\n" not in str(error.value)
 
     (local / "config.json").unlink()
     with pytest.raises(preflight.PreflightError, match="has no config.json"):
@@ -105,6 +107,7 @@ def test_run_recbole_without_the_backbone_stops_in_one_line_before_loading_data(
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("run_recbole: error:")]
     assert len(errors) == 1 and "plm=/path/to/t5-small" in errors[0] and "plm_init=scratch" in errors[0]
+    assert "--config_files=cpu-small" in errors[0]
     assert not (data_root / "log").exists()  # RecBole's logger (started with data loading) never ran
 
 
