@@ -9,7 +9,8 @@ Importing this package registers EmbSum with RecBole (see ``registry.py``), so R
   (``--model --dataset --config_files --nproc --world_size --ip --port --group_offset``) and ``--resume=PATH``
   (continue a run from its checkpoint, see ``checkpoint.py``); any ``--key=value`` left over is read by RecBole's
   ``Config`` from the command line, as in RecBole. Config values that cannot work stop it with one line
-  (``validation.py``).
+  (``validation.py``), and so does a config key in the dashed spelling of the ``recbole-embsum`` commands
+  (``--data-path=/x``), which RecBole would read as an unknown key and ignore.
 """
 import argparse
 import sys
@@ -86,10 +87,12 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, _ = build_parser().parse_known_args(argv)
     config_file_list = args.config_files.strip().split() if args.config_files else None
     config_file_list = presets.resolve_config_files(config_file_list)  # "cpu-small" -> its packaged yaml
     try:
+        validation.check_command_line_spelling(argv)  # --data-path=/x would be a key RecBole never reads
         compat.check_model_name(args.model)  # before any data is loaded
         validation.check_config_files(config_file_list)  # before any worker process starts
         validation.check_dataset_name(args.dataset)

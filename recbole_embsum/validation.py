@@ -50,6 +50,48 @@ def check_dataset_name(name):
         )
 
 
+def config_keys():
+    """Every config key a yaml default names: RecBole's (overall, models, datasets, quick-start configs) and ours
+    (overall, models, datasets, presets), plus ``config_files`` (a ``run_recbole`` flag, not a yaml key)."""
+    import glob
+
+    import recbole
+    import yaml
+
+    from recbole_embsum.registry import properties_dir
+
+    recbole_dir = os.path.join(os.path.dirname(recbole.__file__), "properties")
+    paths = [os.path.join(recbole_dir, "overall.yaml"), os.path.join(properties_dir(), "overall.yaml")]
+    for folder in (os.path.join(recbole_dir, "model"), os.path.join(recbole_dir, "quick_start_config"),
+                   os.path.join(properties_dir(), "model"), os.path.join(properties_dir(), "dataset"),
+                   os.path.join(properties_dir(), "presets")):
+        paths.extend(glob.glob(os.path.join(folder, "*.yaml")))
+    paths.extend(os.path.join(recbole_dir, "dataset", name) for name in ("sample.yaml", "ml-100k.yaml"))
+    keys = {"config_files", "data_path"}
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            keys.update(str(key) for key in (yaml.safe_load(handle) or {}))
+    return keys
+
+
+def check_command_line_spelling(argv):
+    """Raise `ConfigError` for a ``--some-key[=value]`` in ``argv`` whose underscore spelling is a config key.
+
+    RecBole reads ``--key=value`` from the command line as the key written there, so ``--data-path=/x`` (the dashed
+    spelling of the ``recbole-embsum`` commands) would set an unknown key ``data-path`` and the run would go on with
+    the default ``data_path``."""
+    dashed = [token for token in argv if token.startswith("--") and "-" in token[2:].partition("=")[0]]
+    if not dashed:
+        return
+    known = config_keys()
+    for token in dashed:
+        option, equals, value = token[2:].partition("=")
+        if option.replace("-", "_") in known:
+            value = value if equals else "..."
+            raise ConfigError(f"run_recbole takes RecBole's --key=value spelling: use "
+                              f"--{option.replace('-', '_')}={value} instead of --{option}={value}")
+
+
 def check_config(config):
     """Raise `ConfigError` for the first value of ``config`` (a RecBole Config or a dict) that cannot work."""
     if "dataset" in config:

@@ -71,3 +71,28 @@ def test_run_recbole_prints_one_line_and_trains_nothing(mind_dataset, tmp_path, 
     monkeypatch.setattr("sys.argv", ["run_recbole", *argv])
     assert quick_start.main(argv) == 2
     assert "missing.yaml does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("token, expected", [
+    ("--data-path=/x", "use --data_path=/x instead of --data-path=/x"),  # the recbole-embsum commands' spelling
+    ("--config-files=cpu-small", "use --config_files=cpu-small instead of --config-files=cpu-small"),
+    ("--train-batch-size=8", "use --train_batch_size=8 instead of --train-batch-size=8"),  # a RecBole key
+    ("--upe-codes=4", "use --upe_codes=4 instead of --upe-codes=4"),  # one of EmbSum's keys
+    ("--data-path", "use --data_path=... instead of --data-path=..."),  # `--data-path /x`: RecBole reads neither
+])
+def test_run_recbole_refuses_a_dashed_config_key_before_loading_anything(token, expected, capsys, monkeypatch):
+    argv = ["--model=EmbSum", "--dataset=mind", token]
+    monkeypatch.setattr("sys.argv", ["run_recbole", *argv])
+    monkeypatch.setattr(quick_start, "run", lambda *args, **kwargs: pytest.fail("the run started"))
+    assert quick_start.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"run_recbole: error: run_recbole takes RecBole's --key=value spelling: {expected}\n"
+
+
+def test_run_recbole_passes_dashes_in_values_and_in_keys_nobody_defines(capsys, monkeypatch):
+    argv = ["--model=BPR", "--dataset=ml-100k", "--config_files=cpu-small", "--train_batch_size=8", "--my-note=a-b"]
+    monkeypatch.setattr("sys.argv", ["run_recbole", *argv])
+    started = []
+    monkeypatch.setattr(quick_start, "run", lambda *args, **kwargs: started.append(args))
+    assert quick_start.main(argv) == 0
+    assert started == [("BPR", "ml-100k")] and capsys.readouterr().err == ""
