@@ -156,3 +156,40 @@ def test_identical_models_are_not_significantly_different_and_a_clear_gap_is():
     better = {i: v + 0.1 + 0.01 * rng.standard_normal() for i, v in base.items()}
     gap = paired_comparison(better, base)
     assert gap.significant and gap.low < 0.1 < gap.high and gap.difference == pytest.approx(0.1, abs=0.01)
+
+
+def test_the_chart_shows_models_in_the_given_order_with_value_labels_and_a_title_naming_the_data(tmp_path,
+                                                                                                 monkeypatch):
+    import matplotlib.figure
+    from matplotlib.container import BarContainer
+
+    figures = []
+    savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda figure, *args, **kwargs: (figures.append(figure), savefig(figure, *args, **kwargs)))
+    scores = {  # per model, per seed: imp_auc, imp_mrr (given order, not alphabetical)
+        "SASRec": [(0.61, 0.30), (0.63, 0.32)],
+        "EmbSum": [(0.70, 0.41), (0.72, 0.43)],
+        "Pop": [(0.50, 0.20), (0.50, 0.20)],
+    }
+    results = [compare.RunResult(spec, seed=seed, test_result={"imp_auc": auc, "logloss": 0.7, "imp_mrr": mrr})
+               for spec in compare.model_specs(list(scores)) for seed, (auc, mrr) in zip((7, 8), scores[spec.label])]
+    results.append(compare.RunResult(compare.RunSpec("BPR", "BPR"), status="failed"))
+    compare.write_results(results, "mind", "data", str(tmp_path), seed=7, seeds=2, title="synthetic MIND")
+
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (figure,) = figures
+    (axes,) = figure.axes
+    assert axes.get_title() == "synthetic MIND (mind): test split, seeds 7, 8 (mean ± std)"
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["imp_auc", "imp_mrr"]  # logloss: another scale
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["SASRec", "EmbSum", "Pop"]
+    assert [text.get_text() for text in figure.texts] == ["failed: BPR"]
+    labels = {(round(text.xy[0], 6), text.get_text()) for text in axes.texts}  # bar_label: one text per bar top
+    for metric in range(2):  # within each metric's group, the bars go left to right in the given order
+        bars = [container.patches[metric] for container in axes.containers if isinstance(container, BarContainer)]
+        assert [bar.get_x() for bar in bars] == sorted(bar.get_x() for bar in bars)
+        means = [statistics.fmean(run[metric] for run in runs) for runs in scores.values()]
+        assert [bar.get_height() for bar in bars] == pytest.approx(means)
+        for bar, mean in zip(bars, means):
+            assert (round(bar.get_x() + bar.get_width() / 2, 6), f"{mean:.3f}") in labels
+    assert len(axes.texts) == 6
