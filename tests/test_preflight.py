@@ -212,12 +212,18 @@ def test_gradient_checkpointing_keeps_loss_and_gradients_and_saves_activations(t
 def test_headline_command_trains_embsum_offline_with_the_cpu_small_preset(data_root):
     # A fresh machine without internet: no Hugging Face cache, the hub off; the preset needs neither.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(data_root / "hf-home"), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([f"{BIN}/run_recbole", "--model=EmbSum", "--dataset=mind", f"--data_path={data_root}",
-                             "--config_files=cpu-small", "--epochs=1", "--eval_batch_size=256",
-                             f"--checkpoint_dir={data_root / 'saved'}", "--show_progress=False"],
+    # Run through a wrapper that prints the run's peak RSS (ru_maxrss of its waited-for child, in KiB).
+    wrapper = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+               "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", wrapper, f"{BIN}/run_recbole", "--model=EmbSum", "--dataset=mind",
+                             f"--data_path={data_root}", "--config_files=cpu-small", "--epochs=1",
+                             "--eval_batch_size=256", f"--checkpoint_dir={data_root / 'saved'}",
+                             "--show_progress=False"],
                             cwd=data_root, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     output = result.stdout + result.stderr
+    peak_gib = int(output.split("PEAK_RSS_KIB")[1].split()[0]) / 2**20
+    assert peak_gib < 8, f"the cpu-small preset's run peaked at {peak_gib:.2f} GiB RSS (the preset promises 8 GiB)"
     assert "test result" in output and "imp_auc" in output
     assert "d_model" in output and "'d_model': 64" in output  # the preset's T5, not t5-small
     assert list((data_root / "saved").glob("EmbSum-*.pth"))

@@ -79,3 +79,19 @@ def test_distinct_summaries_that_fit_every_user_alike_are_not_meaningful():
                 "This user mostly engages with news about health and sports.", "about finance"]
     assert user_specific_count(readable, references) == 4
     assert looks_meaningful(readable, references)
+
+
+def test_users_who_share_interests_may_share_a_summary():
+    from recbole_embsum.evaluation.rouge import looks_meaningful
+
+    # 12 users, 7 distinct references (several users only read about travel, or music): a decoder naming each user's
+    # main interest writes 5 distinct texts, at least half the references' 7, each specific to its user
+    topics = ["travel", "travel", "finance and music", "science and music", "sports", "travel", "music",
+              "finance and sports", "travel and music", "music", "travel", "sports"]
+    references = [f"This user mostly engages with news articles about {topic}." for topic in topics]
+    main_topic = [f"This user mostly engages with news articles about {topic.split()[0]}." for topic in topics]
+    assert len(set(references)) == 7 and len(set(main_topic)) == 5
+    assert looks_meaningful(main_topic, references)
+    assert not looks_meaningful(main_topic)  # without references: 5 texts for 12 users is too few
+    two_texts = [main_topic[0], main_topic[2]] * 6
+    assert not looks_meaningful(two_texts, references)  # fewer than half the references' variety

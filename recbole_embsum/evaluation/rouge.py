@@ -93,11 +93,15 @@ def user_specific_count(predictions, references, margin=0.1, use_stemmer=True):
 
 
 def looks_meaningful(predictions, references=None, min_share=0.5):
-    """Whether generated summaries can be shown as explanations: at least ``min_share`` of them distinct (a decoder
-    that has not learned to summarise writes the same few texts for everybody) and, given their ``references``, at
-    least ``min_share`` of them specific to their user (:func:`user_specific_count`)."""
+    """Whether generated summaries can be shown as explanations: a decoder that has not learned to summarise writes
+    the same few texts for everybody. So at least ``min_share`` of them must be distinct (given their
+    ``references``: at least ``min_share`` as many distinct texts as the references have, since users who share
+    their interests rightly get the same summary), and, given ``references``, at least ``min_share`` of them specific
+    to their user (:func:`user_specific_count`)."""
     predictions = [text.strip() for text in predictions]
-    needed = max(2, min_share * len(predictions))
-    if not predictions or len(set(predictions)) < needed:
+    if not predictions:
         return False
-    return references is None or user_specific_count(predictions, references) >= needed
+    variety = len(set(text.strip() for text in references)) if references is not None else len(predictions)
+    if len(set(predictions)) < max(2, min_share * variety):
+        return False
+    return references is None or user_specific_count(predictions, references) >= max(2, min_share * len(predictions))
