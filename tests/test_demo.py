@@ -53,7 +53,8 @@ def test_quick_demo_runs_every_step_tabulates_every_model_and_prints_no_warning(
     assert (output / "comparison" / "results.csv").read_bytes() == before
 
 
-@pytest.mark.slow  # the full demo (several minutes on 2 cores): what a newcomer sees first
+@pytest.mark.slow  # the full demo (about 8 minutes on 2 cores): what a newcomer sees first
+@pytest.mark.timeout(1800)  # above pytest.ini's 900 s: a slower or busier CI machine must not fail it
 def test_full_demo_embsum_leads_the_table_and_writes_user_specific_summaries_of_unseen_users(tmp_path, capsys,
                                                                                             monkeypatch):
     monkeypatch.chdir(tmp_path)  # RecBole's trainers write log_tensorboard/ in the working directory
