@@ -183,12 +183,12 @@ def run(args):
               f"references ({SUMMARY_STYLE} style: the categories of at least a fifth of the user's history):\n")
         print(rouge_table(evaluation.rouge))
         generated = [evaluation.generated[user] for user in evaluation.users]
-        prefix, rouge = rouge_without_shared_prefix(generated, [references[user] for user in evaluation.users])
+        wanted = [references[user] for user in evaluation.users]
+        prefix, rouge = rouge_without_shared_prefix(generated, wanted)
         if prefix:
             print(f'The same, without the words every reference starts with ("{prefix}"), which a model can copy '
                   f"without reading the history:\n")
             print(rouge_table(rouge))
-        wanted = [references[user] for user in evaluation.users]
         if looks_meaningful(generated, wanted):
             print(f"{len(set(generated))} distinct summaries for {len(generated)} users; the first three:\n")
             for user in evaluation.users[:3]:

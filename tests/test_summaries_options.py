@@ -30,3 +30,7 @@ def test_unknown_key_and_bad_value_are_named(tmp_path):
         resolve_options([config])
     with pytest.raises(OptionsError, match=r"command line: 'timeout' must be a number >= 0, got -2"):
         resolve_options(overrides={"timeout": -2})
+    config.write_text("heuristic_style: shrot\n", encoding="utf-8")  # named before any data is read
+    with pytest.raises(OptionsError, match=r"bad\.yaml: 'heuristic_style' must be one of \['brief', 'full'\], "
+                                           r"got 'shrot'"):
+        resolve_options([config])

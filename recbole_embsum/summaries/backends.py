@@ -349,30 +349,37 @@ class HeuristicBackend:
         self.style = style
         self.model = self.MODELS[style]
         self.brief_min_share = brief_min_share
+        self.noun = noun
+        self.top_categories = top_categories
+        self.top_words = top_words
+        self._terms = None
+        if style == "full":  # only the full style names salient words: the brief one needs no tf-idf matrix
+            self._fit_tfidf(list(corpus_items), abstract_words)
+        logger.warning("heuristic backend (%s style): summaries are built from categories%s, not by an LLM", style,
+                       " and tf-idf keywords" if style == "full" else "")
+
+    def _fit_tfidf(self, corpus_items, abstract_words):
+        """The (items, vocabulary) count * idf matrix of the corpus' titles and condensed abstracts."""
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         from .prompt import condense
 
-        self.noun = noun
-        self.top_categories = top_categories
-        self.top_words = top_words
-        corpus_items = list(corpus_items)
         self._row_of = {item.item_id: row for row, item in enumerate(corpus_items)}
         vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{3,}\b", norm=None,
                                      dtype=np.float64)
-        self._terms = None
         try:
             documents = [f"{item.title} {condense(item.abstract, abstract_words)}" for item in corpus_items]
             self._matrix = vectorizer.fit_transform(documents).tocsr()  # (items, vocabulary) count * idf
             self._terms = vectorizer.get_feature_names_out()
         except ValueError:  # no items, or no word of 3+ letters that is not a stop word
             logger.warning("heuristic backend: the item texts have no usable words; summaries use categories only")
-        logger.warning("heuristic backend: summaries are built from categories and tf-idf keywords, not by an LLM")
 
     def salient_words(self, items):
         """The user's ``top_words`` highest tf-idf terms (ties: alphabetical)."""
+        if self._terms is None:  # the brief style, or a corpus without usable words
+            return []
         rows = [self._row_of[item.item_id] for item in items if item.item_id in self._row_of]
-        if self._terms is None or not rows:
+        if not rows:
             return []
         user = self._matrix[rows].sum(axis=0).A1  # (vocabulary,) = tf-idf of the user's concatenated text
         present = user.nonzero()[0]
@@ -426,9 +433,6 @@ def _join(words):
 def backend_identity(name, options):
     """``(backend name, model name)`` as recorded in the summary file, known before loading anything."""
     if name == "heuristic":
-        if options["heuristic_style"] not in HeuristicBackend.MODELS:
-            raise ValueError(f"heuristic_style {options['heuristic_style']!r} is not one of "
-                             f"{sorted(HeuristicBackend.MODELS)}")
         return HeuristicBackend.name, HeuristicBackend.MODELS[options["heuristic_style"]]
     if name in ("openai", "transformers"):
         if not options["model"]:

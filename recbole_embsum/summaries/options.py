@@ -33,6 +33,11 @@ def _check(options, source):
         value = options[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise OptionsError(f"{source}: '{key}' must be a number >= 0, got {value!r}")
+    from .backends import HeuristicBackend
+
+    if options["heuristic_style"] not in HeuristicBackend.MODELS:
+        raise OptionsError(f"{source}: 'heuristic_style' must be one of {sorted(HeuristicBackend.MODELS)}, got "
+                           f"{options['heuristic_style']!r}")
     if isinstance(options["base_url"], str):
         options["base_url"] = [options["base_url"]]
 
